@@ -1,0 +1,47 @@
+"""One settings object, read from the environment (prefix `RETRIEVAL_`) and CLI flags.
+
+Created in `main` or the app factory and passed down; never a module-level global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from retrieval.embedding import DEFAULT_MODEL
+
+DEFAULT_INDEX = Path("index/default")
+
+
+class Settings(BaseSettings):
+    """Service and build settings. Every field can be set as `RETRIEVAL_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+
+    index_dir: Path = Field(default=DEFAULT_INDEX, description="index directory to build or serve")
+    model: str = Field(default=DEFAULT_MODEL, description="model spec used to build an index")
+    batch_size: int = Field(default=256, ge=1, le=4096, description="texts per embedding call")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="origins allowed by CORS; empty: none")
+    max_query_chars: int = Field(default=1000, ge=1)
+    max_limit: int = Field(default=100, ge=1)
+    max_offset: int = Field(default=10_000, ge=0)
+    max_body_bytes: int = Field(default=16_384, ge=256)
+    candidate_depth: int = Field(default=2000, ge=10, le=1_000_000)
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

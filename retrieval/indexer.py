@@ -1,0 +1,266 @@
+"""`build-index`: parse a corpus, embed what changed, write a new index version atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
+from retrieval.embedding import Embedder
+from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
+from retrieval.store import (
+    CACHE_FILE,
+    FORMAT_VERSION,
+    EmbeddingCache,
+    IndexDirectory,
+    Manifest,
+    load_index,
+    read_manifest,
+)
+from retrieval.errors import IndexCorruptError, IndexMismatchError
+
+ProgressFactory = Callable[[int, str], Any]
+
+
+@dataclass
+class BuildReport:
+    """What a build did; `--json` prints it as is."""
+
+    index: str
+    model: str
+    files: int
+    files_skipped: list[dict[str, Any]]
+    problems: list[dict[str, Any]]
+    papers: int
+    bullets: int
+    embedded: int
+    reused: int
+    removed: int
+    papers_removed: int
+    seconds: float
+    version: str
+    unchanged: bool = False
+    cleaned: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """Hash of what the index is built from: every parsed paper, in order."""
+    digest = hashlib.sha256()
+    for paper in corpus.papers:
+        record = [paper.arxiv_id, paper.title, paper.dates, paper.votes, paper.authors]
+        record.append([[b.position, b.section, b.text] for b in paper.bullets])
+        digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def title_document(paper: Paper) -> str:
+    return paper.title
+
+
+def lexical_title_document(paper: Paper) -> str:
+    return " ".join([paper.title, *paper.authors])
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
+
+
+def embed_with_cache(
+    embedder: Embedder,
+    texts: Sequence[str],
+    cache: EmbeddingCache,
+    batch_size: int = 256,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, int, int]:
+    """Vectors for `texts` (passages), embedding only what the cache lacks.
+
+    Unique missing texts are embedded longest-first in batches of similar length, and every
+    batch is committed to the cache at once, so a killed build loses at most one batch.
+    Returns (vectors, embedded count, reused count).
+    """
+    hashes = [text_hash(t) for t in texts]
+    found = cache.get_vectors(embedder.name, hashes, embedder.dim)
+    missing: dict[str, str] = {}
+    for key, text in zip(hashes, texts, strict=True):
+        if key not in found and key not in missing:
+            missing[key] = text
+    order = sorted(missing, key=lambda k: len(missing[k]), reverse=True)
+    bar = _progress(len(order), "embedding", show_progress)
+    for start in range(0, len(order), batch_size):
+        keys = order[start : start + batch_size]
+        vectors = embedder.embed_passages([missing[k] for k in keys])
+        batch = dict(zip(keys, vectors, strict=True))
+        cache.put_vectors(embedder.name, batch)
+        found.update(batch)
+        if bar is not None:
+            bar.update(len(keys))
+    if bar is not None:
+        bar.close()
+    reused = sum(1 for key in hashes if key not in missing)
+    matrix = np.stack([found[k] for k in hashes]) if hashes else np.zeros((0, embedder.dim), dtype=np.float32)
+    return matrix.astype(np.float32), len(missing), reused
+
+
+def tokens_with_cache(
+    tokenizer: KoreanEnglishTokenizer, texts: Sequence[str], cache: EmbeddingCache, batch_size: int = 512
+) -> list[list[str]]:
+    hashes = [text_hash(t) for t in texts]
+    found = cache.get_tokens(tokenizer.name, hashes)
+    missing = {k: t for k, t in zip(hashes, texts, strict=True) if k not in found}
+    keys = list(missing)
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start : start + batch_size]
+        batch = dict(zip(chunk, tokenizer.tokenize_many([missing[k] for k in chunk]), strict=True))
+        cache.put_tokens(tokenizer.name, batch)
+        found.update(batch)
+    return [found[k] for k in hashes]
+
+
+def _previous_state(directory: IndexDirectory) -> tuple[Manifest | None, set[tuple[str, str]], set[str]]:
+    """The live version's manifest and bullet keys, or nothing when it is absent or unreadable."""
+    try:
+        version = directory.current_version()
+        if version is None or not version.is_dir():
+            return None, set(), set()
+        manifest = read_manifest(version)
+        papers = json.loads((version / "papers.json").read_text(encoding="utf-8"))
+    except (IndexCorruptError, IndexMismatchError, OSError, ValueError):
+        return None, set(), set()
+    keys = {(p["arxiv_id"], text_hash(b["text"])) for p in papers for b in p["bullets"]}
+    return manifest, keys, {p["arxiv_id"] for p in papers}
+
+
+def build_index(
+    corpus_dir: Path | str,
+    index_dir: Path | str,
+    embedder: Embedder,
+    tokenizer: KoreanEnglishTokenizer | None = None,
+    show_progress: bool = False,
+    batch_size: int = 256,
+    after_embedding: Callable[[], None] | None = None,
+) -> BuildReport:
+    """Build or incrementally rebuild the index at `index_dir` from the digests in `corpus_dir`.
+
+    Holds the directory's build lock for the whole run. Raises `CorpusError` when no paper is
+    found (the previous index stays live), `IndexLockedError` when another build runs.
+    """
+    started = time.perf_counter()
+    tokenizer = tokenizer or KoreanEnglishTokenizer()
+    directory = IndexDirectory(index_dir)
+    with directory.build_lock():
+        directory.clean_pointer_temps()
+        cleaned = directory.clean_stale()
+        corpus = load_corpus(corpus_dir)
+        fingerprint = corpus_fingerprint(corpus)
+        previous, previous_keys, previous_ids = _previous_state(directory)
+        bullet_texts = [b.text for p in corpus.papers for b in p.bullets]
+        keys = {(p.arxiv_id, b.text_hash) for p in corpus.papers for b in p.bullets}
+        common = dict(
+            index=str(directory.path),
+            model=embedder.name,
+            files=len(corpus.files),
+            files_skipped=[{"path": s.path, "line": s.line, "reason": s.reason} for s in corpus.files_skipped],
+            problems=[{"path": s.path, "line": s.line, "reason": s.reason} for s in corpus.problems],
+            papers=len(corpus.papers),
+            bullets=len(bullet_texts),
+            removed=len(previous_keys - keys),
+            papers_removed=len(previous_ids - {p.arxiv_id for p in corpus.papers}),
+            cleaned=cleaned,
+        )
+        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint):
+            assert previous is not None
+            current = directory.current_version()
+            return BuildReport(
+                **common,  # type: ignore[arg-type]
+                embedded=0,
+                reused=len(bullet_texts),
+                seconds=round(time.perf_counter() - started, 3),
+                version=current.name if current else "",
+                unchanged=True,
+            )
+
+        cache = EmbeddingCache(directory.path / CACHE_FILE)
+        try:
+            bullet_vectors, embedded, reused = embed_with_cache(
+                embedder, bullet_texts, cache, batch_size=batch_size, show_progress=show_progress
+            )
+            titles = [title_document(p) for p in corpus.papers]
+            title_vectors, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size)
+            if after_embedding is not None:
+                after_embedding()
+            bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
+            title_terms = tokens_with_cache(tokenizer, [lexical_title_document(p) for p in corpus.papers], cache)
+            bm25 = {
+                "bm25_bullets": BM25Index.build(bullet_terms),
+                "bm25_titles": BM25Index.build(title_terms),
+            }
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                model=embedder.name,
+                dim=int(bullet_vectors.shape[1]) if len(bullet_vectors) else embedder.dim,
+                tokenizer=tokenizer.name,
+                papers=len(corpus.papers),
+                bullets=len(bullet_texts),
+                corpus_fingerprint=fingerprint,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                build={"corpus": str(corpus_dir), "files": len(corpus.files)},
+            )
+            tmp = directory.new_version_dir()
+            from retrieval.store import write_version
+
+            write_version(
+                tmp,
+                corpus.papers,
+                bullet_vectors,
+                title_vectors,
+                {name: index.save for name, index in bm25.items()},
+                manifest,
+            )
+            final = directory.publish(tmp)
+            directory.clean_stale()
+            live_hashes = {text_hash(t) for t in bullet_texts} | {text_hash(t) for t in titles}
+            live_hashes |= {text_hash(lexical_title_document(p)) for p in corpus.papers}
+            cache.prune(embedder.name, tokenizer.name, live_hashes)
+        finally:
+            cache.close()
+        return BuildReport(
+            **common,  # type: ignore[arg-type]
+            embedded=embedded,
+            reused=reused,
+            seconds=round(time.perf_counter() - started, 3),
+            version=final.name,
+        )
+
+
+def _is_unchanged(
+    directory: IndexDirectory,
+    previous: Manifest | None,
+    embedder: Embedder,
+    tokenizer: KoreanEnglishTokenizer,
+    fingerprint: str,
+) -> bool:
+    """True when the live version was built from the same corpus and settings and is intact."""
+    if previous is None:
+        return False
+    if (previous.corpus_fingerprint, previous.model, previous.tokenizer) != (fingerprint, embedder.name, tokenizer.name):
+        return False
+    try:
+        load_index(directory.path, expected_model=embedder.name)
+    except (IndexCorruptError, IndexMismatchError):
+        return False
+    return True

@@ -1,0 +1,399 @@
+"""The persisted index: FAISS vectors, paper metadata, BM25 data and a manifest.
+
+Layout of an index directory::
+
+    <index>/CURRENT                 name of the live version (replaced atomically)
+    <index>/versions/<version>/     manifest.json, bullets.faiss, titles.faiss, papers.json,
+                                    bm25_bullets/, bm25_titles/
+    <index>/cache.sqlite            embedding and token cache keyed by (model, text hash)
+    <index>/build.lock              held by the one build allowed at a time
+
+A build writes a new version under a temporary name, renames it into place and only then
+points CURRENT at it, so a reader never sees a half-written index and a crash at any moment
+leaves the previous version live. Nothing here uses pickle: vectors are FAISS files, metadata
+is JSON, BM25 arrays are `.npy` loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from retrieval.corpus import Bullet, Paper
+from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
+
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+VERSIONS_DIR = "versions"
+CACHE_FILE = "cache.sqlite"
+LOCK_FILE = "build.lock"
+TMP_PREFIX = ".tmp-"
+MANIFEST_FILE = "manifest.json"
+PAPERS_FILE = "papers.json"
+BULLETS_FAISS = "bullets.faiss"
+TITLES_FAISS = "titles.faiss"
+
+
+@dataclass
+class Manifest:
+    """Build metadata saved beside the index and checked on every load."""
+
+    format_version: int
+    model: str
+    dim: int
+    tokenizer: str
+    papers: int
+    bullets: int
+    corpus_fingerprint: str
+    created: str
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class IndexData:
+    """Everything a version holds, in memory."""
+
+    manifest: Manifest
+    papers: list[Paper]
+    bullet_vectors: faiss.Index
+    title_vectors: faiss.Index
+    bm25_dirs: dict[str, Path]
+    path: Path
+
+    @property
+    def bullet_rows(self) -> list[tuple[int, int]]:
+        """(paper index, bullet position) for every row of `bullet_vectors`, in order."""
+        return [(pi, b.position) for pi, paper in enumerate(self.papers) for b in paper.bullets]
+
+
+def paper_to_json(paper: Paper) -> dict[str, Any]:
+    data = asdict(paper)
+    data["bullets"] = [asdict(b) for b in paper.bullets]
+    return data
+
+
+def paper_from_json(data: dict[str, Any]) -> Paper:
+    bullets = [Bullet(**b) for b in data["bullets"]]
+    return Paper(
+        arxiv_id=data["arxiv_id"],
+        title=data["title"],
+        url=data["url"],
+        dates=list(data["dates"]),
+        votes=data["votes"],
+        authors=list(data["authors"]),
+        bullets=bullets,
+        sources=list(data.get("sources", [])),
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for path in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]]):
+        _fsync_dir(path)
+
+
+def _flat_index(vectors: np.ndarray, dim: int) -> faiss.Index:
+    index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+class IndexDirectory:
+    """One index directory: its versions, its cache and its build lock."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @property
+    def versions(self) -> Path:
+        return self.path / VERSIONS_DIR
+
+    def current_version(self) -> Path | None:
+        pointer = self.path / CURRENT_FILE
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not name or "/" in name or name.startswith("."):
+            raise IndexCorruptError(f"{pointer} is damaged (holds {name!r}); rebuild with `retrieval build-index`")
+        return self.versions / name
+
+    def exists(self) -> bool:
+        return (self.path / CURRENT_FILE).exists()
+
+    @contextmanager
+    def build_lock(self) -> Iterator[None]:
+        """Hold the exclusive build lock; raise `IndexLockedError` if another build has it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = (self.path / LOCK_FILE).open("a+")
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise IndexLockedError(
+                    f"another build is running on {self.path} (it holds {self.path / LOCK_FILE}); "
+                    "wait for it to finish and run again"
+                ) from exc
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    def clean_stale(self) -> list[str]:
+        """Remove temporary and superseded versions. Call only while holding the build lock."""
+        removed: list[str] = []
+        if not self.versions.is_dir():
+            return removed
+        current = self.current_version()
+        for child in self.versions.iterdir():
+            if current is not None and child.name == current.name:
+                continue
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+        return removed
+
+    def new_version_dir(self) -> Path:
+        self.versions.mkdir(parents=True, exist_ok=True)
+        tmp = self.versions / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        return tmp
+
+    def publish(self, tmp: Path) -> Path:
+        """Make a fully written temporary version the live one, atomically."""
+        _fsync_tree(tmp)
+        name = time.strftime("v-%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+        final = self.versions / name
+        os.rename(tmp, final)
+        _fsync_dir(self.versions)
+        pointer_tmp = self.path / f"{CURRENT_FILE}{TMP_PREFIX}{uuid.uuid4().hex[:6]}"
+        with pointer_tmp.open("w", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(pointer_tmp, self.path / CURRENT_FILE)
+        _fsync_dir(self.path)
+        return final
+
+    def clean_pointer_temps(self) -> None:
+        for child in self.path.glob(f"{CURRENT_FILE}{TMP_PREFIX}*"):
+            child.unlink(missing_ok=True)
+
+
+def write_version(
+    target: Path,
+    papers: list[Paper],
+    bullet_vectors: np.ndarray,
+    title_vectors: np.ndarray,
+    bm25_writers: dict[str, Any],
+    manifest: Manifest,
+) -> None:
+    """Write all files of a version into `target` (a fresh temporary directory)."""
+    dim = manifest.dim
+    faiss.write_index(_flat_index(bullet_vectors, dim), str(target / BULLETS_FAISS))
+    faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
+    with (target / PAPERS_FILE).open("w", encoding="utf-8") as handle:
+        json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
+    for name, writer in bm25_writers.items():
+        writer(target / name)
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in target.rglob("*") if p.is_file()):
+        rel = path.relative_to(target).as_posix()
+        files[rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+    manifest.files = files
+    with (target / MANIFEST_FILE).open("w", encoding="utf-8") as handle:
+        json.dump(asdict(manifest), handle, ensure_ascii=False, indent=2)
+
+
+def read_manifest(version: Path) -> Manifest:
+    path = version / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = Manifest.from_json(data)
+    except FileNotFoundError as exc:
+        raise IndexCorruptError(f"{path} is missing; rebuild the index with `retrieval build-index`") from exc
+    except (ValueError, TypeError) as exc:
+        raise IndexCorruptError(f"{path} is damaged ({exc}); rebuild the index with `retrieval build-index`") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"{path} has format version {manifest.format_version}, this program reads {FORMAT_VERSION}; "
+            "rebuild the index with `retrieval build-index`"
+        )
+    return manifest
+
+
+def verify_files(version: Path, manifest: Manifest) -> None:
+    """Check that every file listed in the manifest is present, of the right size and checksum."""
+    if not manifest.files:
+        raise IndexCorruptError(f"{version / MANIFEST_FILE} lists no files; rebuild the index")
+    for rel, meta in manifest.files.items():
+        path = version / rel
+        if not path.is_file():
+            raise IndexCorruptError(f"index file {path} is missing; rebuild the index with `retrieval build-index`")
+        if path.stat().st_size != meta.get("bytes"):
+            raise IndexCorruptError(
+                f"index file {path} has {path.stat().st_size} bytes, the manifest says {meta.get('bytes')} "
+                "(truncated or altered); rebuild the index with `retrieval build-index`"
+            )
+        if file_sha256(path) != meta.get("sha256"):
+            raise IndexCorruptError(
+                f"index file {path} does not match its checksum (altered or damaged); "
+                "rebuild the index with `retrieval build-index`"
+            )
+
+
+def load_index(path: Path | str, expected_model: str | None = None) -> IndexData:
+    """Load and validate the live version of an index directory.
+
+    Raises `IndexNotFoundError`, `IndexCorruptError` or `IndexMismatchError`, each with a
+    message that names the file and says what to do.
+    """
+    directory = IndexDirectory(path)
+    version = directory.current_version()
+    if version is None:
+        raise IndexNotFoundError(
+            f"no index at {directory.path} (no {CURRENT_FILE} file); build one with "
+            f"`retrieval build-index CORPUS_DIR --index {directory.path}`"
+        )
+    if not version.is_dir():
+        raise IndexCorruptError(f"{directory.path / CURRENT_FILE} points at {version}, which is missing; rebuild the index")
+    manifest = read_manifest(version)
+    if expected_model is not None and expected_model != manifest.model:
+        raise IndexMismatchError(
+            f"index {directory.path} was built with model {manifest.model!r}, not {expected_model!r}; "
+            f"use --model {manifest.model} or rebuild with --model {expected_model}"
+        )
+    verify_files(version, manifest)
+    try:
+        bullets = faiss.read_index(str(version / BULLETS_FAISS))
+        titles = faiss.read_index(str(version / TITLES_FAISS))
+        papers = [paper_from_json(p) for p in json.loads((version / PAPERS_FILE).read_text(encoding="utf-8"))]
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise IndexCorruptError(f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`") from exc
+    bullet_count = sum(len(p.bullets) for p in papers)
+    if bullets.d != manifest.dim or titles.d != manifest.dim:
+        raise IndexCorruptError(f"vectors in {version} have dim {bullets.d}, the manifest says {manifest.dim}; rebuild the index")
+    if bullets.ntotal != bullet_count or bullets.ntotal != manifest.bullets or titles.ntotal != len(papers):
+        raise IndexCorruptError(
+            f"index {version} is inconsistent ({bullets.ntotal} bullet vectors, {bullet_count} bullets in "
+            f"{PAPERS_FILE}, {titles.ntotal} title vectors for {len(papers)} papers); rebuild the index"
+        )
+    bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
+    return IndexData(manifest, papers, bullets, titles, bm25_dirs, version)
+
+
+class EmbeddingCache:
+    """Vectors and token lists keyed by (model or tokenizer, text hash), in SQLite.
+
+    Commits after every `put`, so a killed build keeps everything embedded before the kill.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, hash TEXT, vector BLOB, PRIMARY KEY (model, hash))"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (tokenizer TEXT, hash TEXT, tokens TEXT, PRIMARY KEY (tokenizer, hash))"
+        )
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_vectors(self, model: str, hashes: Iterable[str], dim: int) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        wanted = list(dict.fromkeys(hashes))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({marks})", [model, *chunk]
+            )
+            for key, blob in rows:
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape == (dim,):
+                    found[key] = vector
+        return found
+
+    def put_vectors(self, model: str, items: dict[str, np.ndarray]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+            [(model, key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items.items()],
+        )
+        self._db.commit()
+
+    def get_tokens(self, tokenizer: str, hashes: Iterable[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        wanted = list(dict.fromkeys(hashes))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT hash, tokens FROM tokens WHERE tokenizer = ? AND hash IN ({marks})", [tokenizer, *chunk]
+            )
+            for key, text in rows:
+                found[key] = json.loads(text)
+        return found
+
+    def put_tokens(self, tokenizer: str, items: dict[str, list[str]]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)",
+            [(tokenizer, key, json.dumps(tokens, ensure_ascii=False)) for key, tokens in items.items()],
+        )
+        self._db.commit()
+
+    def prune(self, model: str, tokenizer: str, keep: set[str]) -> int:
+        """Drop entries of this model and tokenizer whose text is no longer in the index."""
+        removed = 0
+        for table, column, name in (("vectors", "model", model), ("tokens", "tokenizer", tokenizer)):
+            stale = [row[0] for row in self._db.execute(f"SELECT hash FROM {table} WHERE {column} = ?", [name]) if row[0] not in keep]
+            self._db.executemany(f"DELETE FROM {table} WHERE {column} = ? AND hash = ?", [(name, key) for key in stale])
+            removed += len(stale)
+        self._db.commit()
+        return removed
