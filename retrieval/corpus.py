@@ -125,7 +125,8 @@ def parse_authors(value: str) -> list[str]:
     if value.startswith("["):
         try:
             parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            # malformed, unhashable set members ("[{[]}]"), or nested too deep for the parser
             parsed = None
         if isinstance(parsed, list | tuple):
             names = [str(item) for item in parsed]
