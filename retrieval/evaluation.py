@@ -1,0 +1,233 @@
+"""Retrieval quality on the real corpus: the title task and the query-file task.
+
+* Title task: each paper's English title is a query and the paper itself is the answer. Only
+  the bullets are searchable (no title vectors, no title or author terms), otherwise the task
+  would measure nothing. Broken down by format era.
+* Query-file task: JSON lines `{"q": ..., "ids": [...], "lang": ...}` searched against the index
+  as users see it (every field). Broken down by `lang`.
+
+Metrics: Recall@1, Recall@10, MRR@10 and nDCG@10 (binary relevance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval.corpus import Paper
+from retrieval.errors import RetrievalError
+from retrieval.models import Mode
+from retrieval.search import Field_, Searcher
+
+MODES: tuple[Mode, ...] = ("dense", "lexical", "hybrid")
+DEFAULT_MODE: Mode = "hybrid"
+CUTOFF = 10
+
+
+class QueryFileError(RetrievalError):
+    """A query file line is not valid JSON of the expected shape."""
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    q: str
+    ids: frozenset[str]
+    group: str
+
+
+@dataclass
+class EvalResult:
+    task: str
+    mode: str
+    queries: int
+    metrics: dict[str, float]
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+    misses: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, with_misses: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "task": self.task,
+            "mode": self.mode,
+            "queries": self.queries,
+            "metrics": self.metrics,
+            "by_group": self.by_group,
+        }
+        if with_misses:
+            data["misses"] = self.misses
+        return data
+
+
+# ----------------------------------------------------------------------------- metrics
+def recall_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """1.0 when any relevant id is in the top k (a query has one answer, or interchangeable ones)."""
+    wanted = set(relevant)
+    return 1.0 if any(doc in wanted for doc in ranked[:k]) else 0.0
+
+
+def mrr_at(ranked: Sequence[str], relevant: Iterable[str], k: int = CUTOFF) -> float:
+    wanted = set(relevant)
+    for rank, doc in enumerate(ranked[:k], start=1):
+        if doc in wanted:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at(ranked: Sequence[str], relevant: Iterable[str], k: int = CUTOFF) -> float:
+    wanted = set(relevant)
+    if not wanted:
+        return 0.0
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, doc in enumerate(ranked[:k], start=1) if doc in wanted)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(wanted), k) + 1))
+    return dcg / ideal
+
+
+def score_ranking(ranked: Sequence[str], relevant: Iterable[str]) -> dict[str, float]:
+    relevant = set(relevant)
+    return {
+        "recall@1": recall_at(ranked, relevant, 1),
+        "recall@10": recall_at(ranked, relevant, CUTOFF),
+        "mrr@10": mrr_at(ranked, relevant, CUTOFF),
+        "ndcg@10": ndcg_at(ranked, relevant, CUTOFF),
+    }
+
+
+def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    if not rows:
+        return {"recall@1": 0.0, "recall@10": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0}
+    return {key: round(sum(r[key] for r in rows) / len(rows), 4) for key in rows[0]}
+
+
+# ----------------------------------------------------------------------------- tasks
+def paper_era(paper: Paper) -> str:
+    """Format era of a paper's summary: labelled bullets, vote/author lines, or plain."""
+    if any(b.section for b in paper.bullets):
+        return "labelled"
+    if paper.votes is not None or paper.authors:
+        return "vote-authors"
+    return "plain"
+
+
+def title_queries(papers: Sequence[Paper]) -> list[EvalQuery]:
+    return [EvalQuery(q=p.title, ids=frozenset({p.arxiv_id}), group=paper_era(p)) for p in papers]
+
+
+def load_query_file(path: Path) -> list[EvalQuery]:
+    queries: list[EvalQuery] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            q = str(data["q"]).strip()
+            ids = data["ids"]
+            if not q or not isinstance(ids, list) or not ids:
+                raise ValueError("needs a non-empty 'q' and a non-empty list 'ids'")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise QueryFileError(f"{path}:{number}: not a query line ({exc})") from exc
+        queries.append(EvalQuery(q=q, ids=frozenset(str(i) for i in ids), group=str(data.get("lang", "all"))))
+    if not queries:
+        raise QueryFileError(f"{path} holds no queries")
+    return queries
+
+
+def evaluate(
+    searcher: Searcher,
+    queries: Sequence[EvalQuery],
+    mode: Mode,
+    task: str,
+    fields: Sequence[Field_] | None = None,
+) -> EvalResult:
+    """Run every query and average the metrics, overall and per group."""
+    per_query: list[dict[str, float]] = []
+    groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+    misses: list[dict[str, Any]] = []
+    warm_query_vectors(searcher, [q.q for q in queries], mode)
+    for query in queries:
+        response = searcher.search(query.q, mode=mode, limit=CUTOFF, fields=fields)
+        ranked = [hit.paper.id for hit in response.results]
+        scores = score_ranking(ranked, query.ids)
+        per_query.append(scores)
+        groups[query.group].append(scores)
+        if scores["recall@1"] < 1.0:
+            misses.append({"q": query.q, "ids": sorted(query.ids), "got": ranked[:3], "group": query.group})
+    return EvalResult(
+        task=task,
+        mode=mode,
+        queries=len(queries),
+        metrics=mean_metrics(per_query),
+        by_group={name: mean_metrics(rows) for name, rows in sorted(groups.items())},
+        misses=misses,
+    )
+
+
+def warm_query_vectors(searcher: Searcher, texts: Sequence[str], mode: Mode, batch: int = 256) -> None:
+    """Embed all queries in batches up front (same vectors, far fewer engine calls)."""
+    if mode == "lexical":
+        return
+    unique = list(dict.fromkeys(t.strip() for t in texts))
+    searcher.settings.query_cache_size = max(searcher.settings.query_cache_size, len(unique) + 1)
+    for start in range(0, len(unique), batch):
+        chunk = unique[start : start + batch]
+        vectors = searcher.embedder.embed_queries(chunk)
+        searcher.remember_query_vectors(dict(zip(chunk, vectors, strict=True)))
+
+
+def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
+    return evaluate(searcher, title_queries(searcher.papers), mode, task="title", fields=("bullets",))
+
+
+def evaluate_query_file(searcher: Searcher, path: Path, mode: Mode) -> EvalResult:
+    return evaluate(searcher, load_query_file(path), mode, task=f"queries:{path.name}")
+
+
+# ----------------------------------------------------------------------------- CLI
+def format_table(results: Sequence[EvalResult]) -> str:
+    """A markdown table: one row per (task, mode, group)."""
+    lines = [
+        "| task | mode | group | queries | R@1 | R@10 | MRR@10 | nDCG@10 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        rows = [("all", result.queries, result.metrics)]
+        rows += [(name, 0, metrics) for name, metrics in result.by_group.items()]
+        for group, count, m in rows:
+            lines.append(
+                f"| {result.task} | {result.mode} | {group} | {count or ''} | {m['recall@1']:.3f} | "
+                f"{m['recall@10']:.3f} | {m['mrr@10']:.3f} | {m['ndcg@10']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`retrieval eval`: build or reuse the index, run the task(s), print a table or JSON."""
+    from retrieval.service import open_searcher
+
+    if args.corpus is not None:
+        from retrieval.embedding import DEFAULT_MODEL, load_embedder
+        from retrieval.indexer import build_index
+
+        report = build_index(args.corpus, args.index, load_embedder(DEFAULT_MODEL), show_progress=sys.stderr.isatty())
+        print(f"index {report.index}: {report.papers} papers, embedded {report.embedded}", file=sys.stderr)
+    searcher = open_searcher(args.index)
+    modes: Sequence[Mode] = MODES if args.all_modes else ((args.mode or DEFAULT_MODE),)
+    results: list[EvalResult] = []
+    for mode in modes:
+        if args.queries is not None:
+            results.append(evaluate_query_file(searcher, args.queries, mode))
+        else:
+            results.append(evaluate_title_task(searcher, mode))
+    if args.json:
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False))
+    else:
+        print(format_table(results))
+        flagged = len(searcher.summary_warnings)
+        print(f"\nsummaries flagged as not matching their paper: {flagged} of {len(searcher.papers)}")
+    return 0
