@@ -23,6 +23,7 @@ from retrieval.store import (
     IndexDirectory,
     Manifest,
     load_index,
+    pause_point,
     read_manifest,
 )
 from retrieval.errors import IndexCorruptError, IndexMismatchError
@@ -106,6 +107,7 @@ def embed_with_cache(
         vectors = embedder.embed_passages([missing[k] for k in keys])
         batch = dict(zip(keys, vectors, strict=True))
         cache.put_vectors(embedder.name, batch)
+        pause_point("embedding")
         found.update(batch)
         if bar is not None:
             bar.update(len(keys))
@@ -129,6 +131,15 @@ def tokens_with_cache(
         cache.put_tokens(tokenizer.name, batch)
         found.update(batch)
     return [found[k] for k in hashes]
+
+
+def _bullet_offsets(papers: Sequence[Paper]) -> list[int]:
+    """Row of each paper's first bullet in the flattened bullet list."""
+    offsets, row = [], 0
+    for paper in papers:
+        offsets.append(row)
+        row += len(paper.bullets)
+    return offsets
 
 
 def _previous_state(directory: IndexDirectory) -> tuple[Manifest | None, set[tuple[str, str]], set[str]]:
@@ -205,8 +216,13 @@ def build_index(
                 after_embedding()
             bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
             title_terms = tokens_with_cache(tokenizer, [lexical_title_document(p) for p in corpus.papers], cache)
+            paper_terms = [
+                [term for row in range(start, start + len(p.bullets)) for term in bullet_terms[row]]
+                for p, start in zip(corpus.papers, _bullet_offsets(corpus.papers), strict=True)
+            ]
             bm25 = {
                 "bm25_bullets": BM25Index.build(bullet_terms),
+                "bm25_papers": BM25Index.build(paper_terms),
                 "bm25_titles": BM25Index.build(title_terms),
             }
             manifest = Manifest(

@@ -53,6 +53,7 @@ class SearchSettings:
     lexical_weight: float = 1.0
     title_weight: float = 1.0
     second_bullet_weight: float = 0.0
+    lexical_paper: Literal["max", "sum", "paper"] = "paper"
     candidate_depth: int = 2000
     max_candidate_depth: int = 1_000_000
     evidence_per_paper: int = 3
@@ -93,6 +94,8 @@ class Searcher:
         self._title_matrix = index.title_vectors.reconstruct_n(0, index.title_vectors.ntotal)
         self._bm25_bullets = BM25Index.load(index.bm25_dirs["bm25_bullets"])
         self._bm25_titles = BM25Index.load(index.bm25_dirs["bm25_titles"])
+        papers_dir = index.bm25_dirs.get("bm25_papers")
+        self._bm25_papers = BM25Index.load(papers_dir) if papers_dir is not None else None
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -204,6 +207,14 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
+    def remember_query_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Seed the query-vector cache (used by the evaluation to embed queries in batches)."""
+        with self._cache_lock:
+            for text, vector in vectors.items():
+                self._query_cache[text] = np.asarray(vector, dtype=np.float32)
+            while len(self._query_cache) > self.settings.query_cache_size:
+                self._query_cache.popitem(last=False)
+
     def _dense_scores(self, qvec: np.ndarray, fields: tuple[Field_, ...], depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-paper dense score (NaN outside the candidates) and per-row cosine (-inf if unseen)."""
         total = self.index.bullet_vectors.ntotal
@@ -228,7 +239,12 @@ class Searcher:
         paper = np.zeros(len(self.papers), dtype=np.float32)
         if "bullets" in fields and len(rows):
             rows = self._bm25_bullets.scores(terms)
-            paper = self._group_max(rows)
+            if self.settings.lexical_paper == "paper" and self._bm25_papers is not None:
+                paper = self._bm25_papers.scores(terms)
+            elif self.settings.lexical_paper == "sum":
+                paper = np.add.reduceat(rows, self._offsets[:-1]).astype(np.float32)
+            else:
+                paper = self._group_max(rows)
         if "title" in fields:
             paper = paper + self._bm25_titles.scores(terms)
         paper = paper.astype(np.float32)

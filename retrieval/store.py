@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -36,7 +37,7 @@ import numpy as np
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 CACHE_FILE = "cache.sqlite"
@@ -46,6 +47,27 @@ MANIFEST_FILE = "manifest.json"
 PAPERS_FILE = "papers.json"
 BULLETS_FAISS = "bullets.faiss"
 TITLES_FAISS = "titles.faiss"
+PAUSE_ENV = "RETRIEVAL_TEST_PAUSE_AT"
+PAUSE_STAGES = ("embedding", "write", "publish")
+
+
+def pause_point(stage: str) -> None:
+    """Test hook for crash tests; does nothing unless `RETRIEVAL_TEST_PAUSE_AT` names `stage`.
+
+    Stages: ``embedding`` (after the first embedding batch is committed to the cache),
+    ``write`` (half of a version's files written to its temporary directory), ``publish``
+    (version renamed into place, CURRENT not yet replaced). The value is ``STAGE`` (sleep
+    an hour, for a test to SIGKILL the build) or ``STAGE:SECONDS``. A line ``paused at STAGE``
+    goes to stderr first so the test knows where the build is.
+    """
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return
+    name, _, seconds = value.partition(":")
+    if name != stage:
+        return
+    print(f"{PAUSE_ENV}: paused at {stage} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    time.sleep(float(seconds) if seconds else 3600.0)
 
 
 @dataclass
@@ -213,6 +235,7 @@ class IndexDirectory:
             handle.write(name + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        pause_point("publish")
         os.replace(pointer_tmp, self.path / CURRENT_FILE)
         _fsync_dir(self.path)
         return final
@@ -236,6 +259,7 @@ def write_version(
     faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
     with (target / PAPERS_FILE).open("w", encoding="utf-8") as handle:
         json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
+    pause_point("write")
     for name, writer in bm25_writers.items():
         writer(target / name)
     files: dict[str, dict[str, Any]] = {}
