@@ -37,6 +37,7 @@ _VOTE = re.compile(r"^Vote:\s*(?P<value>\S*)\s*$")
 _AUTHORS = re.compile(r"^Authors:\s*(?P<value>.*)$")
 _BULLET = re.compile(r"^[-*]\s+(?P<text>.*)$")
 _CONTINUATION = re.compile(r"^(\s+[-*]\s+|\s*\d+[.)]\s+|\s*\(\d+\)\s+)")
+_SUB_ITEM_MARK = re.compile(r"^[-*]\s+")
 _MEDIA = re.compile(r"^(!\[[^\]]*\]\(|<div>|<video|\[Watch Video\])")
 _LABEL = re.compile(
     r"^\*{0,3}\s*(?P<label>what['’]s\s+new|technical\s+details|performance\s+highlights)"
@@ -228,7 +229,7 @@ def parse_digest(text: str, path: str) -> tuple[list[Paper], list[ParseProblem]]
         if _MEDIA.match(stripped):
             continue
         if _CONTINUATION.match(line) and draft.raw_bullets:
-            draft.raw_bullets[-1] += " " + stripped
+            draft.raw_bullets[-1] += " " + _SUB_ITEM_MARK.sub("", stripped)
             continue
         bullet = _BULLET.match(line)
         if bullet:
