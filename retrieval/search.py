@@ -21,7 +21,7 @@ import numpy as np
 
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
-from retrieval.errors import PaperNotFoundError
+from retrieval.errors import IndexMismatchError, PaperNotFoundError
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.store import IndexData
@@ -77,6 +77,12 @@ class Searcher:
         settings: SearchSettings | None = None,
         term_map: TermMap | None = None,
     ) -> None:
+        if embedder.dim != index.manifest.dim:
+            raise IndexMismatchError(
+                f"model {embedder.name!r} gives {embedder.dim}-dim vectors, but {index.path / 'manifest.json'} "
+                f"names {index.manifest.model!r} over {index.manifest.dim}-dim vectors; "
+                "rebuild the index with `retrieval build-index`"
+            )
         self.index = index
         self.embedder = embedder
         self.tokenizer = tokenizer or KoreanEnglishTokenizer()
