@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, REAL_CORPUS, needs_real_corpus
+
 from retrieval.corpus import (
     SECTIONS,
     Paper,

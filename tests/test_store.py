@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
+
 from retrieval.embedding import FakeEmbedder
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 from retrieval.indexer import build_index
@@ -182,9 +182,7 @@ def test_build_leaves_exactly_one_version(index: Path, tokenizer: KoreanEnglishT
     assert load_index(index, expected_model="fake:32").manifest.dim == 32
 
 
-def test_leftover_temporary_version_is_cleaned_by_next_build(
-    index: Path, tokenizer: KoreanEnglishTokenizer
-) -> None:
+def test_leftover_temporary_version_is_cleaned_by_next_build(index: Path, tokenizer: KoreanEnglishTokenizer) -> None:
     leftover = index / "versions" / f"{TMP_PREFIX}crashed"
     leftover.mkdir()
     (leftover / PAPERS_FILE).write_text("[", encoding="utf-8")
