@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from retrieval.models import PaperHit, SearchResponse
+from retrieval.models import PaperDetail, PaperHit, SearchResponse
 
 
 def _dates(hit: PaperHit) -> str:
@@ -34,17 +34,50 @@ def render_text(response: SearchResponse, width: int = 100) -> str:
     return "\n".join(lines)
 
 
+def citation_numbers(response: SearchResponse) -> list[list[int]]:
+    """The citation number of each cited bullet: 1, 2, 3... across the whole page, in order."""
+    numbers: list[list[int]] = []
+    next_number = 1
+    for hit in response.results:
+        numbers.append(list(range(next_number, next_number + len(hit.evidence))))
+        next_number += len(hit.evidence)
+    return numbers
+
+
+def _section(section: str | None) -> str:
+    return f"({section}) " if section else ""
+
+
 def render_citations(response: SearchResponse) -> str:
-    """Numbered citations for an assistant: [n] title (url) followed by the quoted bullets."""
+    """Numbered citations for an assistant: each paper, then its quoted bullets as [n]."""
     if not response.results:
         return f"No papers found for {response.query!r}."
-    out: list[str] = []
-    number = 0
-    for hit in response.results:
-        out.append(f"{hit.paper.title} ({hit.paper.url}; {_dates(hit)}; arXiv {hit.paper.id})")
-        for ev in hit.evidence:
-            number += 1
-            out.append(f"  [{number}] {ev.text}")
+    out = [
+        f"{response.total} papers match {response.query!r}; showing {len(response.results)}. "
+        "Cite a bullet by its number, e.g. [1]."
+    ]
+    for rank, (hit, numbers) in enumerate(zip(response.results, citation_numbers(response), strict=True), start=1):
+        votes = "" if hit.paper.votes is None else f"; votes {hit.paper.votes}"
+        out.append("")
+        out.append(f"{rank}. {hit.paper.title}")
+        out.append(f"   arXiv {hit.paper.id}, {hit.paper.url}; {_dates(hit)}{votes}; score {hit.score:.4f}")
         if hit.warning:
-            out.append(f"  note: {hit.warning}")
+            out.append(f"   note: {hit.warning}")
+        for number, ev in zip(numbers, hit.evidence, strict=True):
+            out.append(f"   [{number}] {_section(ev.section)}{ev.text}")
+    return "\n".join(out)
+
+
+def render_paper(detail: PaperDetail) -> str:
+    """A whole summary as plain text: title, link, dates, votes, authors, every bullet by position."""
+    info = detail.paper
+    out = [f"{info.title} (arXiv {info.id})", info.url, f"dates: {', '.join(info.dates) or '-'}"]
+    if info.votes is not None:
+        out.append(f"votes: {info.votes}")
+    if info.authors:
+        out.append(f"authors: {', '.join(info.authors)}")
+    if detail.warning:
+        out.append(f"note: {detail.warning}")
+    out.append("")
+    out.extend(f"#{ev.position} {_section(ev.section)}{ev.text}" for ev in detail.bullets)
     return "\n".join(out)
