@@ -27,7 +27,7 @@ import pytest
 from conftest import FIXTURES, SAMPLE
 
 from retrieval.cli import main as cli_main
-from retrieval.corpus import load_corpus, text_hash
+from retrieval.corpus import load_corpus
 from retrieval.embedding import FakeEmbedder
 from retrieval.indexer import build_index, corpus_fingerprint
 from retrieval.lexical import KoreanEnglishTokenizer
@@ -49,7 +49,13 @@ pytestmark = pytest.mark.slow
 MODEL = "fake:64"
 BATCH = 8
 CLI = [sys.executable, "-m", "retrieval.cli"]
-QUERIES = ("LoRA low-rank adaptation", "상태 공간 모델 Mamba", "1비트 언어 모델", "검색 증강 생성 retrieval", "전문가 혼합")
+QUERIES = (
+    "LoRA low-rank adaptation",
+    "상태 공간 모델 Mamba",
+    "1비트 언어 모델",
+    "검색 증강 생성 retrieval",
+    "전문가 혼합",
+)
 
 
 def child_env(pause: str | None = None) -> dict[str, str]:

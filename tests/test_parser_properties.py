@@ -19,11 +19,11 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import REAL_CORPUS, needs_real_corpus
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from retrieval.corpus import SECTIONS, Paper, ParseProblem, parse_digest, read_digest
-from conftest import REAL_CORPUS, needs_real_corpus
 
 # About a dozen digests across the eras: plain bullets (2023-11 .. early 2024), Vote/Authors
 # lines (2024), labelled bullets with list-literal authors (mid-2024 onward).
@@ -88,7 +88,9 @@ _author_values = st.one_of(
     st.lists(_junk, max_size=4).map(repr),
     st.sampled_from(["[{[]}]", "['a', ['b']]", "[" + "-" * 3000 + "1]", "[" * 500, "['x', +]", "[1e999]", "[b'x']"]),
 )
-_label = st.sampled_from(["", "**What's New**: ", "***Technical Details***: ", "*Performance Highlights*:", "**what’s new**:"])
+_label = st.sampled_from(
+    ["", "**What's New**: ", "***Technical Details***: ", "*Performance Highlights*:", "**what’s new**:"]
+)
 _digest_line = st.one_of(
     st.builds(lambda d: f"## Daily Papers ({d})", st.from_regex(r"\d{4}-\d{2}-\d{2}", fullmatch=True)),
     st.builds(lambda t, u: f"### [{t}]({u})", _junk, _arxiv_url),
@@ -142,9 +144,9 @@ def load_digest(label: str) -> Digest:
     return Digest(label, preamble, blocks, tuple(expected))
 
 
-_garbage_line = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=80
-).filter(lambda s: "Daily Papers" not in s)
+_garbage_line = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=80).filter(
+    lambda s: "Daily Papers" not in s
+)
 _garbage = st.lists(_garbage_line, min_size=1, max_size=5)
 
 
