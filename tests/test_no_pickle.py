@@ -29,6 +29,10 @@ UNSAFE_CALLS = {
     ("yaml", "full_load"),
 }
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader"}
+# Reviewed exceptions, by file and finding: each one runs code, never loads data.
+ALLOWED = {
+    "tests/test_readme_snippets.py": {"exec() call": "runs the repository's own documentation code blocks"},
+}
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
@@ -133,11 +137,13 @@ def test_detector_accepts_safe_constructs(snippet: str) -> None:
 def test_repository_source_has_no_unsafe_deserialisation() -> None:
     sources = python_sources()
     assert any(p.parent.name == "retrieval" for p in sources) and any(p.parent.name == "tests" for p in sources)
-    report = {
-        p.relative_to(ROOT).as_posix(): found
-        for p in sources
-        if (found := findings(p.read_text(encoding="utf-8"), str(p)))
-    }
+    report: dict[str, list[str]] = {}
+    for path in sources:
+        rel = path.relative_to(ROOT).as_posix()
+        allowed = ALLOWED.get(rel, {})
+        found = [f for f in findings(path.read_text(encoding="utf-8"), rel) if f.split(": ", 1)[1] not in allowed]
+        if found:
+            report[rel] = found
     assert report == {}
 
 
