@@ -1,0 +1,128 @@
+"""The search page in headless Chromium, over the sample indexed with the real e5 model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
+
+from retrieval.api import create_app, serve_in_thread
+from retrieval.config import Settings
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LORA = "2106.09685"
+
+
+@pytest.fixture(scope="module")
+def base_url(e5_sample_index: Path) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port; the index is opened in the lifespan."""
+    with serve_in_thread(create_app(Settings(index_dir=e5_sample_index))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(locale="ko-KR", viewport={"width": 1100, "height": 1400})
+    tab = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    tab.on("dialog", on_dialog)
+    yield tab
+    context.close()
+    assert dialogs == [], "a script ran from user input"
+
+
+def search(page: Page, base_url: str, query: str) -> None:
+    page.goto(base_url + "/")
+    page.fill("#q", query)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+
+
+def hit_ids(page: Page) -> list[str]:
+    return [str(el.get_attribute("data-id")) for el in page.locator("li.hit").all()]
+
+
+def assert_lora_cited(page: Page) -> None:
+    assert LORA in hit_ids(page)
+    lora = page.locator(f'li.hit[data-id="{LORA}"]')
+    assert lora.locator("h2 a").get_attribute("href") == f"https://arxiv.org/abs/{LORA}"
+    assert lora.locator("li.evidence").count() >= 1
+    assert lora.locator("li.evidence mark").count() >= 1
+    assert lora.locator("li.evidence mark").first.inner_text().strip()
+
+
+def test_korean_query_finds_lora_with_cited_highlights(page: Page, base_url: str) -> None:
+    search(page, base_url, "저랭크 행렬로 미세조정")
+    assert_lora_cited(page)
+    assert hit_ids(page).index(LORA) < 3
+    assert page.input_value("#q") == "저랭크 행렬로 미세조정"
+
+
+def test_english_query_finds_lora(page: Page, base_url: str) -> None:
+    search(page, base_url, "low-rank adaptation for fine-tuning large language models")
+    assert_lora_cited(page)
+    assert hit_ids(page)[0] == LORA
+
+
+def test_mode_filters_and_paging(page: Page, base_url: str) -> None:
+    page.goto(base_url + "/")
+    page.fill("#q", "언어 모델")
+    page.click("details.filters summary")
+    page.select_option("#mode", "dense")
+    page.fill("#date_from", "2024-01-01")
+    page.fill("#min_votes", "60")
+    with page.expect_navigation():
+        page.press("#q", "Enter")
+    assert "mode=dense" in page.url and "min_votes=60" in page.url
+    first = hit_ids(page)
+    assert first and len(first) <= 10
+    votes = [int(v.inner_text().strip("▲ ")) for v in page.locator("li.hit .votes").all()]
+    assert len(votes) == len(first) and min(votes) >= 60
+
+    page.goto(base_url + "/?q=%EC%96%B8%EC%96%B4+%EB%AA%A8%EB%8D%B8&k=5")
+    page_one = hit_ids(page)
+    assert len(page_one) == 5
+    with page.expect_navigation():
+        page.click("nav.pager a.next")
+    page_two = hit_ids(page)
+    assert page_two and not set(page_one) & set(page_two)
+    with page.expect_navigation():
+        page.click("nav.pager a.prev")
+    assert hit_ids(page) == page_one
+
+
+def test_user_input_is_never_executed(page: Page, base_url: str) -> None:
+    attack = '"><img src=x onerror="alert(1)"><script>alert(2)</script>'
+    search(page, base_url, attack)
+    assert page.input_value("#q") == attack
+    assert page.locator("#results img").count() == 0
+    assert page.locator("#results script").count() == 0
