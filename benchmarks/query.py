@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/query.py --index index/daily [--corpus DIR] [--passes 2] [--json-out FILE]
+    python benchmarks/query.py --index index/daily [--corpus DIR] [--passes 2] [--compare-unbatched] [--json-out FILE]
 
 Builds the index first when `--index` holds none. Every timed query is a cache miss: the
 searcher is opened with `query_cache_size=0`, here and in the server subprocess this script
@@ -133,13 +133,16 @@ def ensure_index(index: Path, corpus: Path) -> None:
     subprocess.run(command, check=True)
 
 
-def open_uncached(index: Path) -> Any:
+def open_uncached(index: Path, batched: bool = False) -> Any:
+    """The searcher the server uses (`batched`: query embeddings batched) with no query cache."""
+    from retrieval.api import open_for_serving
     from retrieval.config import Settings
     from retrieval.search import SearchSettings
     from retrieval.service import open_searcher
 
     settings = Settings(index_dir=index)
-    return open_searcher(index, settings=SearchSettings(candidate_depth=settings.candidate_depth, query_cache_size=0))
+    search = SearchSettings(candidate_depth=settings.candidate_depth, query_cache_size=0)
+    return open_for_serving(settings, search) if batched else open_searcher(index, settings=search)
 
 
 def in_process(index: Path, queries: Sequence[str], passes: int) -> dict[str, Any]:
@@ -181,14 +184,14 @@ def in_process(index: Path, queries: Sequence[str], passes: int) -> dict[str, An
 
 
 # --------------------------------------------------------------------------- HTTP
-def serve(index: Path, port: int) -> None:
+def serve(index: Path, port: int, batched: bool) -> None:
     """The server subprocess: the real app over an uncached searcher."""
     import uvicorn
 
     from retrieval.api import create_app
     from retrieval.config import Settings
 
-    app = create_app(Settings(index_dir=index), open_uncached(index))
+    app = create_app(Settings(index_dir=index), open_uncached(index, batched=batched))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -198,9 +201,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(index: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(index: Path, batched: bool) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--index", str(index), "--port", str(port)]
+    if not batched:
+        command.append("--unbatched")
     process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -251,9 +256,9 @@ def http_run(url: str, queries: Sequence[str], passes: int, concurrency: int) ->
     return {**summary(latencies), "errors": len(errors), "requests_per_s": round(len(latencies) / wall, 2)}
 
 
-def http_bench(index: Path, queries: Sequence[str], passes: int) -> dict[str, Any]:
+def http_bench(index: Path, queries: Sequence[str], passes: int, batched: bool = True) -> dict[str, Any]:
     """Hybrid searches over HTTP; the server's searcher has no query cache, so every request embeds."""
-    process, url = start_server(index)
+    process, url = start_server(index, batched)
     try:
         with httpx.Client(base_url=url) as client:
             client.get("/search", params={"q": "warm-up 준비", "k": 10})
@@ -278,6 +283,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     rows = [(f"in-process {name}", latency[name]) for name in ("embed", *MODES)]
     rows += [(f"HTTP hybrid {level}", stats) for level, stats in result["http"].items()]
+    rows += [(f"HTTP hybrid {level}, unbatched", stats) for level, stats in result.get("http_unbatched", {}).items()]
     for name, stats in rows:
         cells = [stats[key] for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms")]
         lines.append(f"| {name} | " + " | ".join(str(cell) for cell in cells) + " |")
@@ -293,11 +299,12 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(index: Path, corpus: Path, passes: int) -> dict[str, Any]:
+def run(index: Path, corpus: Path, passes: int, compare_unbatched: bool) -> dict[str, Any]:
     ensure_index(index, corpus)
     local = in_process(index, QUERIES, passes)
     remote = http_bench(index, QUERIES, passes)
     hybrid_p50 = local["latency"]["hybrid"]["p50_ms"]
+    extra = {"http_unbatched": http_bench(index, QUERIES, passes, batched=False)} if compare_unbatched else {}
     return {
         "queries": len(QUERIES),
         "passes": passes,
@@ -312,6 +319,7 @@ def run(index: Path, corpus: Path, passes: int) -> dict[str, Any]:
             "hybrid_p50_over_embed_p50": round(hybrid_p50 / local["latency"]["embed"]["p50_ms"], 3),
             "http_c4_p99_over_hybrid_p50": round(remote["c4"]["p99_ms"] / hybrid_p50, 3),
         },
+        **extra,
     }
 
 
@@ -321,13 +329,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="built into --index when it holds no index")
     parser.add_argument("--passes", type=int, default=2, help="times each query is run per measure")
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary here")
+    parser.add_argument("--compare-unbatched", action="store_true", help="also time a server without query batching")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--unbatched", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.index, args.port)
+        serve(args.index, args.port, batched=not args.unbatched)
         return 0
-    result = run(args.index, args.corpus, args.passes)
+    result = run(args.index, args.corpus, args.passes, args.compare_unbatched)
     text = json.dumps(result, ensure_ascii=False, indent=2)
     print(text)
     print()
