@@ -70,8 +70,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class SearchRequest(BaseModel):
     """Search parameters, the same for `GET /search` (query string) and `POST /search` (JSON)."""
 
-    # `pattern` documents in the schema what `_query_not_empty` checks: some non-blank character.
-    q: str = Field(min_length=1, pattern=r"\S", description="the query, Korean or English")
+    # The schema's pattern documents what `_query_not_empty` checks (some non-blank character);
+    # the validator gives the readable message.
+    q: str = Field(description="the query, Korean or English", json_schema_extra={"minLength": 1, "pattern": r"\S"})
     k: int = Field(default=10, ge=1, le=100, description="results per page (1-100)")
     offset: int = Field(default=0, ge=0, description="results to skip, for paging")
     mode: Mode = Field(default="hybrid", description="dense, lexical or hybrid")
