@@ -299,15 +299,15 @@ class SearcherHolder:
         return _reload_result(True, new, old, started)
 
     def _open(self, previous: Searcher | None) -> Searcher:
-        """Load the index; reuse the previous embedder and tokenizer when the model is the same."""
+        """Load the index; keep the previous searcher's settings, tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
-        embedder: Embedder
-        if previous is not None and previous.embedder.name == index.manifest.model:
-            embedder = previous.embedder
-        else:
+        if previous is None:
+            fresh = BatchingEmbedder(load_embedder(index.manifest.model))
+            return Searcher(index, fresh, settings=search_settings(self.settings))
+        embedder: Embedder = previous.embedder
+        if embedder.name != index.manifest.model:
             embedder = BatchingEmbedder(load_embedder(index.manifest.model))
-        tokenizer = previous.tokenizer if previous is not None else None
-        return Searcher(index, embedder, tokenizer=tokenizer, settings=search_settings(self.settings))
+        return Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
 
 
 def _reload_result(reloaded: bool, new: Searcher, old: Searcher | None, started: float) -> ReloadResult:

@@ -27,7 +27,7 @@ from retrieval.embedding import FakeEmbedder
 from retrieval.errors import EmbedderError
 from retrieval.indexer import build_index
 from retrieval.lexical import KoreanEnglishTokenizer
-from retrieval.search import Searcher
+from retrieval.search import Searcher, SearchSettings
 from retrieval.service import open_searcher
 from retrieval.store import IndexDirectory
 
@@ -348,7 +348,8 @@ def test_reload_swaps_in_a_rebuilt_index(
     full, less = corpora
     index = tmp_path / "index"
     build_index(full, index, FakeEmbedder(64), tokenizer=tokenizer)
-    with make_client(open_searcher(index, tokenizer=tokenizer), index) as local:
+    first = open_searcher(index, tokenizer=tokenizer, settings=SearchSettings(candidate_depth=40))
+    with make_client(first, index) as local:
         before = local.get("/readyz").json()
         assert before["papers"] == 12
         assert local.post("/admin/reload").json()["reloaded"] is False
@@ -359,6 +360,13 @@ def test_reload_swaps_in_a_rebuilt_index(
         after = local.get("/readyz").json()
         assert after["version"] == result["version"] != before["version"]
         assert local.get("/papers/2305.14314").status_code == 404, "QLoRA left with the dropped digest"
+        swapped = local.app.state.holder.current  # type: ignore[attr-defined]
+        assert swapped is not first
+        assert (swapped.settings.candidate_depth, swapped.tokenizer, swapped.embedder) == (
+            40,
+            tokenizer,
+            first.embedder,
+        )
 
 
 def test_failed_reload_keeps_serving(tmp_path: Path, tokenizer: KoreanEnglishTokenizer) -> None:
