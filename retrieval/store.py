@@ -54,11 +54,11 @@ PAUSE_STAGES = ("embedding", "write", "publish")
 def pause_point(stage: str) -> None:
     """Test hook for crash tests; does nothing unless `RETRIEVAL_TEST_PAUSE_AT` names `stage`.
 
-    Stages: ``embedding`` (after the first embedding batch is committed to the cache),
+    Stages: ``embedding`` (after each embedding batch is committed to the cache),
     ``write`` (half of a version's files written to its temporary directory), ``publish``
     (version renamed into place, CURRENT not yet replaced). The value is ``STAGE`` (sleep
     an hour, for a test to SIGKILL the build) or ``STAGE:SECONDS``. A line ``paused at STAGE``
-    goes to stderr first so the test knows where the build is.
+    goes to stderr first so the test knows where the build is; a stage reached again pauses again.
     """
     value = os.environ.get(PAUSE_ENV)
     if not value:

@@ -301,7 +301,7 @@ def test_second_build_is_refused_while_one_runs(
     setup: Setup, tokenizer: KoreanEnglishTokenizer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Another process's build holds the lock: a second build exits 7 naming the lock, the first completes."""
-    first = setup.new_build(pause="embedding:8")
+    first = setup.new_build(pause="embedding:2")  # 2 s after each of its 7 embedding batches
     try:
         first.wait_for_pause("embedding")
         capsys.readouterr()
