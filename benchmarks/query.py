@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/query.py --index index/daily [--corpus DIR] [--passes 2] [--compare-unbatched] [--json-out FILE]
+    python benchmarks/query.py --index index/daily [--corpus DIR] [--passes 3] [--json-out FILE]
 
 Builds the index first when `--index` holds none. Every timed query is a cache miss: the
 searcher is opened with `query_cache_size=0`, here and in the server subprocess this script
@@ -133,16 +133,15 @@ def ensure_index(index: Path, corpus: Path) -> None:
     subprocess.run(command, check=True)
 
 
-def open_uncached(index: Path, batched: bool = False) -> Any:
-    """The searcher the server uses (`batched`: query embeddings batched) with no query cache."""
-    from retrieval.api import open_for_serving
+def open_uncached(index: Path) -> Any:
+    """The searcher the server uses, without its query-vector cache."""
     from retrieval.config import Settings
     from retrieval.search import SearchSettings
     from retrieval.service import open_searcher
 
     settings = Settings(index_dir=index)
     search = SearchSettings(candidate_depth=settings.candidate_depth, query_cache_size=0)
-    return open_for_serving(settings, search) if batched else open_searcher(index, settings=search)
+    return open_searcher(index, settings=search)
 
 
 def in_process(index: Path, queries: Sequence[str], passes: int) -> dict[str, Any]:
@@ -179,19 +178,20 @@ def in_process(index: Path, queries: Sequence[str], passes: int) -> dict[str, An
             "bullets": manifest.bullets,
         },
         "load_s": round(load_s, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "latency": {name: summary(values) for name, values in times.items()},
     }
 
 
 # --------------------------------------------------------------------------- HTTP
-def serve(index: Path, port: int, batched: bool) -> None:
+def serve(index: Path, port: int) -> None:
     """The server subprocess: the real app over an uncached searcher."""
     import uvicorn
 
     from retrieval.api import create_app
     from retrieval.config import Settings
 
-    app = create_app(Settings(index_dir=index), open_uncached(index, batched=batched))
+    app = create_app(Settings(index_dir=index), open_uncached(index))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -201,11 +201,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(index: Path, batched: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(index: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--index", str(index), "--port", str(port)]
-    if not batched:
-        command.append("--unbatched")
     process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -222,11 +220,11 @@ def start_server(index: Path, batched: bool) -> tuple[subprocess.Popen[bytes], s
     raise SystemExit("the server did not become ready in 300 s")
 
 
-def http_run(url: str, queries: Sequence[str], passes: int, concurrency: int) -> dict[str, Any]:
+def http_run(url: str, queries: Sequence[str], concurrency: int) -> tuple[list[float], int, float]:
+    """Each query once, `concurrency` clients at a time: (latencies ms, errors, wall seconds)."""
     work: queue.Queue[str] = queue.Queue()
-    for _ in range(passes):
-        for query in queries:
-            work.put(query)
+    for query in queries:
+        work.put(query)
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -252,23 +250,38 @@ def http_run(url: str, queries: Sequence[str], passes: int, concurrency: int) ->
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
-    return {**summary(latencies), "errors": len(errors), "requests_per_s": round(len(latencies) / wall, 2)}
+    return latencies, len(errors), time.perf_counter() - started
 
 
-def http_bench(index: Path, queries: Sequence[str], passes: int, batched: bool = True) -> dict[str, Any]:
-    """Hybrid searches over HTTP; the server's searcher has no query cache, so every request embeds."""
-    process, url = start_server(index, batched)
+def http_bench(index: Path, queries: Sequence[str], passes: int) -> dict[str, Any]:
+    """Hybrid searches over HTTP against a server subprocess.
+
+    The server's searcher has no query cache, so every request embeds. The two concurrency
+    levels take turns, one block of all queries each, so a change in machine load hits both.
+    """
+    process, url = start_server(index)
     try:
         with httpx.Client(base_url=url) as client:
             client.get("/search", params={"q": "warm-up 준비", "k": 10})
-        results = {}
-        for level in (1, 4):
-            results[f"c{level}"] = http_run(url, queries, passes, level)
-        return results
+        runs: dict[int, list[tuple[list[float], int, float]]] = {1: [], 4: []}
+        for _ in range(passes):
+            for level, blocks in runs.items():
+                blocks.append(http_run(url, queries, level))
+        return {f"c{level}": _merge(blocks) for level, blocks in runs.items()}
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _merge(blocks: list[tuple[list[float], int, float]]) -> dict[str, Any]:
+    latencies = [ms for block in blocks for ms in block[0]]
+    wall = sum(block[2] for block in blocks)
+    return {
+        **summary(latencies),
+        "errors": sum(block[1] for block in blocks),
+        "requests_per_s": round(len(latencies) / wall, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -278,14 +291,14 @@ def report(result: dict[str, Any]) -> str:
         f"index {result['in_process']['index']['version']}: {result['in_process']['index']['papers']} papers, "
         f"{result['in_process']['index']['bullets']} bullets, model {result['in_process']['index']['model']}",
         "",
-        "| measure | n | p50 ms | p90 ms | p99 ms | mean ms |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| measure | n | p50 ms | p90 ms | p99 ms | mean ms | load avg after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    rows = [(f"in-process {name}", latency[name]) for name in ("embed", *MODES)]
+    load = {"loadavg_1m_after": result["in_process"]["loadavg_1m_after"]}
+    rows = [(f"in-process {name}", {**latency[name], **load}) for name in ("embed", *MODES)]
     rows += [(f"HTTP hybrid {level}", stats) for level, stats in result["http"].items()]
-    rows += [(f"HTTP hybrid {level}, unbatched", stats) for level, stats in result.get("http_unbatched", {}).items()]
     for name, stats in rows:
-        cells = [stats[key] for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms")]
+        cells = [stats[key] for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "loadavg_1m_after")]
         lines.append(f"| {name} | " + " | ".join(str(cell) for cell in cells) + " |")
     ratios = result["ratios"]
     http = result["http"]
@@ -299,12 +312,11 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(index: Path, corpus: Path, passes: int, compare_unbatched: bool) -> dict[str, Any]:
+def run(index: Path, corpus: Path, passes: int) -> dict[str, Any]:
     ensure_index(index, corpus)
     local = in_process(index, QUERIES, passes)
     remote = http_bench(index, QUERIES, passes)
     hybrid_p50 = local["latency"]["hybrid"]["p50_ms"]
-    extra = {"http_unbatched": http_bench(index, QUERIES, passes, batched=False)} if compare_unbatched else {}
     return {
         "queries": len(QUERIES),
         "passes": passes,
@@ -319,7 +331,6 @@ def run(index: Path, corpus: Path, passes: int, compare_unbatched: bool) -> dict
             "hybrid_p50_over_embed_p50": round(hybrid_p50 / local["latency"]["embed"]["p50_ms"], 3),
             "http_c4_p99_over_hybrid_p50": round(remote["c4"]["p99_ms"] / hybrid_p50, 3),
         },
-        **extra,
     }
 
 
@@ -327,17 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, default=ROOT / "index" / "daily")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="built into --index when it holds no index")
-    parser.add_argument("--passes", type=int, default=2, help="times each query is run per measure")
+    parser.add_argument("--passes", type=int, default=3, help="times each query is run per measure")
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary here")
-    parser.add_argument("--compare-unbatched", action="store_true", help="also time a server without query batching")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--unbatched", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.index, args.port, batched=not args.unbatched)
+        serve(args.index, args.port)
         return 0
-    result = run(args.index, args.corpus, args.passes, args.compare_unbatched)
+    result = run(args.index, args.corpus, args.passes)
     text = json.dumps(result, ensure_ascii=False, indent=2)
     print(text)
     print()

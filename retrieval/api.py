@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -26,7 +26,6 @@ from string import Template
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from starlette.concurrency import run_in_threadpool
 
 from retrieval.config import Settings
-from retrieval.embedding import Embedder, load_embedder
+from retrieval.embedding import load_embedder
 from retrieval.errors import (
     EmbedderError,
     IndexCorruptError,
@@ -169,86 +168,6 @@ def search_settings(settings: Settings) -> SearchSettings:
     return SearchSettings(candidate_depth=settings.candidate_depth)
 
 
-class BatchingEmbedder:
-    """Wraps an embedder so concurrent `embed_queries` calls share one batched model call.
-
-    One call runs at a time; callers that arrive meanwhile queue up, and the next caller to
-    run takes the whole queue as one batch. A lone request runs at once (no timer), so this
-    adds no latency at concurrency 1; under concurrency it avoids oversubscribing the cores
-    (each model call already uses all of them) and batches are cheaper per query.
-    """
-
-    def __init__(self, inner: Embedder, max_batch: int = 32) -> None:
-        self.inner = inner
-        self.max_batch = max_batch
-        self._cond = threading.Condition()
-        self._queue: list[_EmbedJob] = []
-        self._busy = False
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        return self.inner.embed_passages(texts)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        job = _EmbedJob(list(texts))
-        with self._cond:
-            self._queue.append(job)
-        while True:
-            with self._cond:
-                while self._busy and not job.done:
-                    self._cond.wait()
-                if job.done:
-                    return job.result()
-                self._busy = True
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            self._run(batch)
-
-    def _run(self, batch: list[_EmbedJob]) -> None:
-        try:
-            vectors = self.inner.embed_queries([text for job in batch for text in job.texts])
-            start = 0
-            for job in batch:
-                job.vectors = vectors[start : start + len(job.texts)]
-                start += len(job.texts)
-        except BaseException as exc:  # handed to every waiting caller, re-raised in each
-            for job in batch:
-                job.error = exc
-        finally:
-            with self._cond:
-                for job in batch:
-                    job.done = True
-                self._busy = False
-                self._cond.notify_all()
-
-
-@dataclass
-class _EmbedJob:
-    texts: list[str]
-    vectors: np.ndarray | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-    def result(self) -> np.ndarray:
-        if self.error is not None:
-            raise self.error
-        assert self.vectors is not None
-        return self.vectors
-
-
-def open_for_serving(settings: Settings, search: SearchSettings | None = None) -> Searcher:
-    """Open the index for the server: the service's searcher with query embeddings batched."""
-    searcher = open_searcher(settings.index_dir, settings=search or search_settings(settings))
-    searcher.embedder = BatchingEmbedder(searcher.embedder)
-    return searcher
-
-
 def warm_up(searcher: Searcher) -> None:
     """One query embedding and one tokenization, so the first real request is not slow."""
     searcher.embedder.embed_queries(["query warm-up 검색 준비"])
@@ -276,7 +195,7 @@ class SearcherHolder:
         """Open the index if none is held; on a domain error stay unready and keep the message."""
         if self._searcher is None:
             try:
-                self._searcher = open_for_serving(self.settings)
+                self._searcher = open_searcher(self.settings.index_dir, settings=search_settings(self.settings))
             except RetrievalError as exc:
                 self.error = str(exc)
                 log.error("index not loaded: %s", exc)
@@ -302,11 +221,10 @@ class SearcherHolder:
         """Load the index; keep the previous searcher's settings, tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            fresh = BatchingEmbedder(load_embedder(index.manifest.model))
-            return Searcher(index, fresh, settings=search_settings(self.settings))
-        embedder: Embedder = previous.embedder
+            return Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+        embedder = previous.embedder
         if embedder.name != index.manifest.model:
-            embedder = BatchingEmbedder(load_embedder(index.manifest.model))
+            embedder = load_embedder(index.manifest.model)
         return Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
 
 
@@ -589,7 +507,7 @@ def run_server(settings: Settings) -> None:
     """Open the index (domain errors propagate before anything listens), then serve with uvicorn."""
     import uvicorn
 
-    searcher = open_for_serving(settings)
+    searcher = open_searcher(settings.index_dir, settings=search_settings(settings))
     app = create_app(settings, searcher)
     _reload_on_sighup(app.state.holder)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -10,21 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from conftest import SAMPLE
 from fastapi.testclient import TestClient
 
-from retrieval.api import BatchingEmbedder, create_app, highlight, open_for_serving, serve_in_thread
+from retrieval.api import create_app, highlight, serve_in_thread
 from retrieval.config import Settings
 from retrieval.corpus import load_corpus
 from retrieval.embedding import FakeEmbedder
-from retrieval.errors import EmbedderError
 from retrieval.indexer import build_index
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings
@@ -489,73 +487,6 @@ def test_serve_refuses_a_bad_index_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-
-
-# --------------------------------------------------------------------------- batched query embeddings
-class SlowEmbedder(FakeEmbedder):
-    """A fake embedder that takes a while per call and records each batch it gets."""
-
-    def __init__(self, fail_on: str | None = None) -> None:
-        super().__init__(64)
-        self.batches: list[list[str]] = []
-        self.fail_on = fail_on
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.batches.append(list(texts))
-        time.sleep(0.05)
-        if self.fail_on in texts:
-            raise EmbedderError("model crashed")
-        return super().embed_queries(texts)
-
-
-def embed_concurrently(embedder: BatchingEmbedder, texts: list[str]) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    start = threading.Barrier(len(texts))
-
-    def call(text: str) -> None:
-        start.wait()
-        try:
-            results[text] = embedder.embed_queries([text])
-        except EmbedderError as exc:
-            results[text] = exc
-
-    threads = [threading.Thread(target=call, args=(text,)) for text in texts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results
-
-
-def test_batching_embedder_coalesces_concurrent_queries() -> None:
-    inner = SlowEmbedder()
-    batching = BatchingEmbedder(inner)
-    texts = [f"query number {i} 질의" for i in range(12)]
-    results = embed_concurrently(batching, texts)
-    reference = FakeEmbedder(64)
-    for text in texts:
-        assert np.array_equal(results[text], reference.embed_queries([text])), text
-    assert sorted(t for batch in inner.batches for t in batch) == sorted(texts), "each text embedded exactly once"
-    assert len(inner.batches) < len(texts), "concurrent calls were not batched"
-    assert (batching.name, batching.dim) == ("fake:64", 64)
-
-
-def test_batching_embedder_runs_a_lone_query_at_once_and_passes_errors() -> None:
-    inner = SlowEmbedder(fail_on="boom")
-    batching = BatchingEmbedder(inner)
-    assert batching.embed_queries(["alone"]).shape == (1, 64)
-    assert inner.batches == [["alone"]]
-    results = embed_concurrently(batching, ["boom", "a", "b", "c"])
-    failed = [text for text, value in results.items() if isinstance(value, EmbedderError)]
-    assert "boom" in failed
-    assert all(isinstance(results[text], np.ndarray) for text in results if text not in failed)
-    assert batching.embed_queries(["after"]).shape == (1, 64), "a failed batch does not wedge the queue"
-
-
-def test_served_searcher_batches_and_searches(fake_sample_index: Path) -> None:
-    searcher = open_for_serving(Settings(index_dir=fake_sample_index))
-    assert isinstance(searcher.embedder, BatchingEmbedder)
-    assert searcher.search("LoRA", limit=1).results[0].paper.id == LORA
 
 
 # --------------------------------------------------------------------------- search page (server side)
