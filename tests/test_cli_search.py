@@ -89,7 +89,7 @@ def test_filters_reach_the_search(capsys: pytest.CaptureFixture[str], fake_sampl
 
 
 def test_table_output_is_readable(capsys: pytest.CaptureFixture[str], fake_sample_index: Path) -> None:
-    code, out, _ = run_cli(capsys, "search", "LoRA", "--index", str(fake_sample_index), "-k", "2")
+    code, out, _ = run_cli(capsys, "search", "LoRA low-rank adaptation", "--index", str(fake_sample_index), "-k", "2")
     assert code == 0
     assert "LoRA: Low-Rank Adaptation of Large Language Models" in out
     assert f"https://arxiv.org/abs/{LORA}" in out
@@ -137,7 +137,7 @@ def test_real_process(fake_sample_index: Path, tmp_path: Path) -> None:
         "-m",
         "retrieval.cli",
         "search",
-        "LoRA",
+        "Low-Rank Adaptation of Large Language Models",
         "--index",
         str(fake_sample_index),
         "-k",
