@@ -48,6 +48,7 @@ from retrieval.errors import (
 from retrieval.models import Mode, PaperDetail, PaperHit, SearchResponse
 from retrieval.search import Filters, Searcher, SearchSettings
 from retrieval.service import open_searcher
+from retrieval.mcp_server import mount_mcp
 from retrieval.store import IndexDirectory, load_index
 
 log = logging.getLogger("retrieval.api")
@@ -476,7 +477,8 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.load)
-        yield
+        async with mcp:  # the MCP endpoint's session manager lives as long as the app
+            yield
 
     app = FastAPI(
         title="Daily Papers retrieval",
@@ -487,6 +489,7 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.include_router(router)
+    mcp = mount_mcp(app, lambda: holder.current, host=settings.host, max_query_chars=settings.max_query_chars)
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RetrievalError, domain_error)

@@ -3,7 +3,8 @@
 Korean text is split by Kiwi into morphemes; content morphemes (nouns, verb and adjective
 stems, roots, foreign words, numbers) are kept. Latin words are lower-cased, and a word with
 inner hyphens or dots ("llama-2", "gpt-4o") is kept whole as well as split, because users
-type model names both ways.
+type model names both ways. Plain Latin words are stemmed (Snowball English, PyStemmer), so
+"models" in a query meets "model" in a bullet.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any
 
 import bm25s
 import numpy as np
+import Stemmer
 
-TOKENIZER_NAME = "kiwi-content-v1"
+TOKENIZER_NAME = "kiwi-content-v2-stem"
 
 # Kiwi part-of-speech tags kept as index terms.
 _KEEP_TAGS = {"NNG", "NNP", "NR", "NP", "XR", "SL", "SH", "SN", "VV", "VA", "MAG", "W_SERIAL"}
+_PLAIN_LATIN = re.compile(r"^[a-z][a-z0-9]*$")
 _LATIN_COMPOUND = re.compile(r"[A-Za-z0-9]+(?:[\-\.][A-Za-z0-9]+)+")
 _STOPWORDS = {
     "the", "a", "an", "of", "and", "or", "for", "to", "in", "on", "with", "by", "is", "are", "we", "our",
@@ -37,6 +40,7 @@ class KoreanEnglishTokenizer:
     def __init__(self) -> None:
         self._kiwi: Any = None
         self._lock = threading.Lock()
+        self._stemmer = Stemmer.Stemmer("english")
 
     def _analyzer(self) -> Any:
         if self._kiwi is None:
@@ -61,6 +65,8 @@ class KoreanEnglishTokenizer:
                 continue
             if token.tag in ("SN", "SL") and len(form) < 2:
                 continue
+            if token.tag == "SL" and _PLAIN_LATIN.match(form):
+                form = self._stemmer.stemWord(form)
             terms.append(form)
         terms.extend(m.group(0).lower() for m in _LATIN_COMPOUND.finditer(text))
         return terms

@@ -46,21 +46,28 @@ class Filters:
 
 @dataclass
 class SearchSettings:
-    """Ranking knobs; the defaults are the best settings measured in EVALUATION.md."""
+    """Ranking knobs; the defaults are the best settings measured in EVALUATION.md.
 
-    rrf_k: float = 60.0
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
-    title_weight: float = 1.0
-    second_bullet_weight: float = 0.0
-    lexical_paper: Literal["max", "sum", "paper"] = "paper"
+    Every leg gives each paper a score; `hybrid` (and each single mode) standardises every leg
+    per query (z-score against the leg's top `z_depth` papers) and adds them with these weights.
+    """
+
+    weight_dense_max: float = 1.0
+    weight_dense_centroid: float = 0.8
+    weight_dense_title: float = 0.3
+    weight_lexical_paper: float = 1.2
+    weight_lexical_title: float = 0.3
+    z_depth: int = 100
     candidate_depth: int = 2000
     max_candidate_depth: int = 1_000_000
     evidence_per_paper: int = 3
     expand_terms: bool = True
-    mismatch_threshold: float = 0.80
+    mismatch_rank: int = 1000
     query_cache_size: int = 1024
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
+
+
+Leg = tuple[np.ndarray, float]
 
 
 _WORD = re.compile(r"[0-9A-Za-z][0-9A-Za-z\-\.]*[0-9A-Za-z]|[가-힣]{2,}|[0-9A-Za-z]")
@@ -100,8 +107,8 @@ class Searcher:
         self._title_matrix = index.title_vectors.reconstruct_n(0, index.title_vectors.ntotal)
         self._bm25_bullets = BM25Index.load(index.bm25_dirs["bm25_bullets"])
         self._bm25_titles = BM25Index.load(index.bm25_dirs["bm25_titles"])
-        papers_dir = index.bm25_dirs.get("bm25_papers")
-        self._bm25_papers = BM25Index.load(papers_dir) if papers_dir is not None else None
+        self._bm25_papers = BM25Index.load(index.bm25_dirs["bm25_papers"])
+        self._centroids = self._bullet_centroids()
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -130,16 +137,18 @@ class Searcher:
         dense_future = None
         if mode in ("dense", "hybrid"):
             dense_future = self._pool.submit(self._embed_query, query)
-        lexical_paper, lexical_rows = (None, None)
+        lexical_legs: list[Leg] = []
+        lexical_rows = None
         if mode in ("lexical", "hybrid"):
-            lexical_paper, lexical_rows = self._lexical_scores(terms, fields)
-        dense_paper = dense_rows = None
+            lexical_legs, lexical_rows = self._lexical_scores(terms, fields)
+        dense_legs: list[Leg] = []
+        dense_rows = None
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None:
                 qvec = dense_future.result()
-                dense_paper, dense_rows = self._dense_scores(qvec, fields, depth)
-            fused = self._fuse(mode, dense_paper, lexical_paper)
+                dense_legs, dense_rows = self._dense_scores(qvec, fields, depth)
+            fused = self._fuse(mode, dense_legs, lexical_legs)
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
             if len(candidates) >= want or exhausted or depth >= self.settings.max_candidate_depth:
@@ -221,65 +230,52 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _dense_scores(self, qvec: np.ndarray, fields: tuple[Field_, ...], depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-paper dense score (NaN outside the candidates) and per-row cosine (-inf if unseen)."""
+    def _dense_scores(self, qvec: np.ndarray, fields: tuple[Field_, ...], depth: int) -> tuple[list[Leg], np.ndarray]:
+        """Dense legs per paper (best bullet, bullet centroid, title) and per-row cosine (-inf if unseen)."""
         total = self.index.bullet_vectors.ntotal
         rows = np.full(total, -np.inf, dtype=np.float32)
-        paper = np.full(len(self.papers), -np.inf, dtype=np.float32)
+        legs: list[Leg] = []
+        qvec = qvec.astype(np.float32)
         if "bullets" in fields and total:
             # Exact inner products on one thread: at this size a single-threaded einsum (~2 ms for
             # 21k x 384) beats FAISS's and BLAS's thread pools, which cost a scheduler slice each
             # call when the cores are busy (e.g. embedding another query).
-            scores = np.einsum("ij,j->i", self._bullet_matrix, qvec.astype(np.float32))
+            scores = np.einsum("ij,j->i", self._bullet_matrix, qvec)
             k = min(depth, total)
             top = np.argpartition(scores, total - k)[total - k :] if k < total else np.arange(total)
             rows[top] = scores[top]
-            paper = self._group_max(rows)
-            if self.settings.second_bullet_weight:
-                paper = paper + self.settings.second_bullet_weight * self._group_second(rows)
+            best = self._group_max(rows)
+            best[~np.isfinite(best)] = np.nan
+            legs.append((best, self.settings.weight_dense_max))
+            legs.append((np.einsum("ij,j->i", self._centroids, qvec), self.settings.weight_dense_centroid))
         if "title" in fields and len(self._title_matrix):
-            titles = np.einsum("ij,j->i", self._title_matrix, qvec.astype(np.float32))
-            paper = np.maximum(paper, self.settings.title_weight * titles) if "bullets" in fields else titles
-        paper[~np.isfinite(paper)] = np.nan
-        return paper, rows
+            legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
+        return legs, rows
 
-    def _lexical_scores(self, terms: list[str], fields: tuple[Field_, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _lexical_scores(self, terms: list[str], fields: tuple[Field_, ...]) -> tuple[list[Leg], np.ndarray]:
+        """Lexical legs per paper (BM25 over the whole summary, over title and authors) and per-bullet BM25."""
         rows = np.zeros(len(self._row_paper), dtype=np.float32)
-        paper = np.zeros(len(self.papers), dtype=np.float32)
+        legs: list[Leg] = []
         if "bullets" in fields and len(rows):
             rows = self._bm25_bullets.scores(terms)
-            if self.settings.lexical_paper == "paper" and self._bm25_papers is not None:
-                paper = self._bm25_papers.scores(terms)
-            elif self.settings.lexical_paper == "sum":
-                paper = np.add.reduceat(rows, self._offsets[:-1]).astype(np.float32)
-            else:
-                paper = self._group_max(rows)
+            legs.append((self._bm25_papers.scores(terms), self.settings.weight_lexical_paper))
         if "title" in fields:
-            paper = paper + self._bm25_titles.scores(terms)
-        paper = paper.astype(np.float32)
-        paper[paper <= 0] = np.nan
-        return paper, rows
+            legs.append((self._bm25_titles.scores(terms), self.settings.weight_lexical_title))
+        for scores, _ in legs:
+            scores[scores <= 0] = np.nan
+        return legs, rows
 
-    def _fuse(self, mode: Mode, dense: np.ndarray | None, lexical: np.ndarray | None) -> np.ndarray:
-        if mode == "dense":
-            assert dense is not None
-            return dense
-        if mode == "lexical":
-            assert lexical is not None
-            return lexical
-        assert dense is not None and lexical is not None
-        k = self.settings.rrf_k
+    def _fuse(self, mode: Mode, dense: list[Leg], lexical: list[Leg]) -> np.ndarray:
+        """Weighted sum of per-query standardised leg scores; NaN for papers no leg scored."""
+        legs = (dense if mode != "lexical" else []) + (lexical if mode != "dense" else [])
         fused = np.zeros(len(self.papers), dtype=np.float64)
         seen = np.zeros(len(self.papers), dtype=bool)
-        for scores, weight in ((dense, self.settings.dense_weight), (lexical, self.settings.lexical_weight)):
-            valid = np.flatnonzero(np.isfinite(scores))
-            if not len(valid):
+        for scores, weight in legs:
+            finite = np.isfinite(scores)
+            if not finite.any() or weight == 0:
                 continue
-            order = valid[np.argsort(-scores[valid], kind="stable")]
-            ranks = np.empty(len(order), dtype=np.float64)
-            ranks[:] = np.arange(1, len(order) + 1)
-            fused[order] += weight / (k + ranks)
-            seen[order] = True
+            seen |= finite
+            fused += weight * standardise(scores, self.settings.z_depth)
         fused[~seen] = np.nan
         return fused
 
@@ -288,16 +284,6 @@ class Searcher:
         if not len(rows):
             return np.full(len(self.papers), -np.inf, dtype=np.float32)
         return np.maximum.reduceat(rows, self._offsets[:-1]).astype(np.float32)
-
-    def _group_second(self, rows: np.ndarray) -> np.ndarray:
-        second = np.zeros(len(self.papers), dtype=np.float32)
-        best = self._group_max(rows)
-        for pi in np.flatnonzero(np.isfinite(best)):
-            chunk = rows[self._offsets[pi] : self._offsets[pi + 1]]
-            if len(chunk) > 1:
-                value = np.partition(chunk, -2)[-2]
-                second[pi] = value if np.isfinite(value) else 0.0
-        return second
 
     def _filter_mask(self, filters: Filters) -> np.ndarray:
         mask = np.ones(len(self.papers), dtype=bool)
@@ -351,16 +337,31 @@ class Searcher:
             )
         return PaperHit(paper=PaperInfo.from_paper(paper), score=round(score, 6), evidence=evidence, warning=self._warnings.get(pi))
 
+    def _bullet_centroids(self) -> np.ndarray:
+        """Normalised mean of each paper's bullet vectors: the summary as a whole."""
+        if not len(self._bullet_matrix):
+            return np.zeros((len(self.papers), self._title_matrix.shape[1] if len(self._title_matrix) else 1), np.float32)
+        sums = np.add.reduceat(self._bullet_matrix, self._offsets[:-1], axis=0)
+        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
     def _summary_warnings(self) -> dict[int, str]:
-        """Flag papers whose bullets are far from their own title in embedding space."""
+        """Flag summaries that are probably about another paper (or generic filler).
+
+        A paper's own title, used as a query, should find its summary among the first few; when
+        more than `mismatch_rank` other summaries are nearer to the title than its own, the
+        summarising model most likely wrote about something else (EVALUATION.md has the counts).
+        """
         warnings: dict[int, str] = {}
         if not len(self._title_matrix) or not len(self._bullet_matrix):
             return warnings
-        sums = np.add.reduceat(self._bullet_matrix, self._offsets[:-1], axis=0)
-        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        agreement = np.einsum("ij,ij->i", sums, self._title_matrix)
-        for pi in np.flatnonzero(agreement < self.settings.mismatch_threshold):
-            warnings[int(pi)] = "the summary may not describe this paper (its bullets are far from its title)"
+        for start in range(0, len(self.papers), 512):
+            block = self._title_matrix[start : start + 512] @ self._centroids.T
+            own = block[np.arange(len(block)), np.arange(start, start + len(block))]
+            nearer = (block > own[:, None]).sum(axis=1)
+            for offset in np.flatnonzero(nearer > self.settings.mismatch_rank):
+                warnings[start + int(offset)] = (
+                    "this summary may describe a different paper: it is far from the paper's own title"
+                )
         return warnings
 
     def _paper_index(self, arxiv_id: str) -> int:
@@ -375,6 +376,18 @@ class Searcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def standardise(scores: np.ndarray, depth: int) -> np.ndarray:
+    """Z-score of every paper's score against the mean and spread of the leg's top `depth`.
+
+    Unscored papers (NaN) count as 0, the floor of every leg. Standardising on the head of the
+    ranking puts legs with different scales (cosine, BM25) on one footing per query.
+    """
+    filled = np.nan_to_num(scores.astype(np.float64), nan=0.0)
+    depth = max(1, min(depth, len(filled) - 1))
+    head = np.partition(filled, len(filled) - depth)[len(filled) - depth :] if len(filled) > 1 else filled
+    return (filled - head.mean()) / (head.std() + 1e-6)
 
 
 def highlight_spans(text: str, terms: Sequence[str]) -> list[tuple[int, int]]:

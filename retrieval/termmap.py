@@ -87,8 +87,9 @@ class TermMap:
     def from_papers(cls, papers: Sequence[Paper]) -> TermMap:
         return cls.from_texts(b.text for p in papers for b in p.bullets)
 
-    def translations(self, query: str) -> list[str]:
-        """Phrases in the other language for every known phrase found in `query`."""
+    def translations(self, query: str, ko_to_en: bool = False) -> list[str]:
+        """Korean phrases for the English phrases found in `query` (and, when asked, English
+        phrases for its Korean ones: measured to hurt Korean queries, so off by default)."""
         found: list[str] = []
         words = _norm_en(query).split()
         for i, word in enumerate(words):
@@ -96,7 +97,7 @@ class TermMap:
                 size = key.count(" ") + 1
                 if " ".join(words[i : i + size]) == key:
                     found.extend(self.en_to_ko[key])
-        compact = _norm_ko(query)
+        compact = _norm_ko(query) if ko_to_en else ""
         for i in range(len(compact) - 1):
             for key in self._ko_prefix.get(compact[i : i + 2], ()):
                 if compact.startswith(key, i):

@@ -308,3 +308,33 @@ def _dangling_current(root: Path) -> Path:
     index.mkdir()
     (index / "CURRENT").write_text("v999\n")
     return index
+
+
+def test_the_service_app_serves_mcp_with_the_same_index(fake_searcher: Searcher) -> None:
+    """`create_app` mounts /mcp in the same process, over the same loaded searcher, and the
+    bearer token protects it like every other route."""
+    from retrieval.api import create_app
+    from retrieval.config import Settings
+
+    settings = Settings(index_dir=fake_searcher.index.path.parent.parent, api_token="s3cret")
+    with serve_in_thread(create_app(settings, fake_searcher)) as base:
+        refused = httpx.post(f"{base}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert refused.status_code == 401
+        headers = {"Authorization": "Bearer s3cret"}
+
+        async def go() -> CallToolResult:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with httpx2.AsyncClient(headers=headers) as http:
+
+                async with streamable_http_client(f"{base}/mcp", http_client=http) as (read, write, *_):
+                    from mcp import ClientSession
+
+                    async with ClientSession(read, write) as session:
+                        await session.initialize()
+                        return await session.call_tool("search_papers", {"query": "Mamba selective state space", "k": 2})
+
+        result = anyio.run(go)
+        assert check_citations(result).results[0].id == "2312.00752"
+        assert httpx.get(f"{base}/search", params={"q": "Mamba"}, headers=headers).status_code == 200
