@@ -45,10 +45,10 @@ from retrieval.errors import (
     PaperNotFoundError,
     RetrievalError,
 )
+from retrieval.mcp_server import mount_mcp
 from retrieval.models import Mode, PaperDetail, PaperHit, SearchResponse
 from retrieval.search import Filters, Searcher, SearchSettings
 from retrieval.service import open_searcher
-from retrieval.mcp_server import mount_mcp
 from retrieval.store import IndexDirectory, load_index
 
 log = logging.getLogger("retrieval.api")
