@@ -156,9 +156,8 @@ class Searcher:
             depth *= 4
         order = candidates[np.lexsort((candidates, -fused[candidates]))]
         page = order[offset : offset + limit]
-        results = [
-            self._hit(int(pi), float(fused[pi]), dense_rows, lexical_rows, terms, mode) for pi in page
-        ]
+        marks = terms + query_words(query)
+        results = [self._hit(int(pi), float(fused[pi]), dense_rows, lexical_rows, marks, mode) for pi in page]
         return SearchResponse(
             query=query,
             mode=mode,
@@ -388,6 +387,11 @@ def standardise(scores: np.ndarray, depth: int) -> np.ndarray:
     depth = max(1, min(depth, len(filled) - 1))
     head = np.partition(filled, len(filled) - depth)[len(filled) - depth :] if len(filled) > 1 else filled
     return (filled - head.mean()) / (head.std() + 1e-6)
+
+
+def query_words(query: str) -> list[str]:
+    """The query's own words, for highlighting what the tokenizer splits ("저랭크" -> "랭크")."""
+    return [w for w in _WORD.findall(query) if len(w) >= 2]
 
 
 def highlight_spans(text: str, terms: Sequence[str]) -> list[tuple[int, int]]:
