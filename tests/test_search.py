@@ -1,0 +1,80 @@
+"""Ranking internals: z-score fusion, highlights, the term map, and the summary mismatch flag."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.embedding import load_embedder
+from retrieval.indexer import build_index
+from retrieval.lexical import KoreanEnglishTokenizer
+from retrieval.search import Searcher, SearchSettings, highlight_spans, query_words, standardise
+from retrieval.store import load_index
+from retrieval.termmap import TermMap
+
+from conftest import SAMPLE
+
+
+def test_standardise_puts_the_head_of_a_leg_on_a_common_scale() -> None:
+    scores = np.array([10.0, 5.0, np.nan, 0.0, 1.0])
+    z = standardise(scores, depth=2)
+    assert z[0] > z[1] > z[4] > z[3]
+    assert z[2] == z[3]  # unscored counts as the floor, 0
+    scaled = standardise(scores * 100, depth=2)
+    assert np.allclose(z, scaled, atol=1e-3)  # a leg's scale does not matter
+
+
+def test_hybrid_ranks_a_paper_found_by_both_legs_first(fake_searcher: Searcher) -> None:
+    response = fake_searcher.search("selective state space Mamba", mode="hybrid", limit=3)
+    assert response.results[0].paper.id == "2312.00752"
+    lexical = fake_searcher.search("selective state space Mamba", mode="lexical", limit=20)
+    assert lexical.total <= len(fake_searcher.papers)
+    scores = [hit.score for hit in lexical.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_highlights_cover_query_words_the_tokenizer_splits() -> None:
+    text = "두 저랭크 행렬(low-rank matrices)의 곱으로 표현"
+    words = query_words("저랭크 행렬로 Low-Rank 미세조정")
+    assert "저랭크" in words and "low-rank".lower() in [w.lower() for w in words]
+    spans = highlight_spans(text, ["행렬", *words])
+    marked = [text[a:b] for a, b in spans]
+    assert "저랭크" in marked and "low-rank" in marked and "행렬" in marked
+
+
+def test_term_map_translates_english_phrases_to_korean_only_by_default() -> None:
+    texts = ["저랭크 적응(Low-Rank Adaptation)을 제안", "저랭크 적응(Low-Rank Adaptation) 기반", "트랜스포머(Transformer) 구조"] * 2
+    term_map = TermMap.from_texts(texts)
+    assert "저랭크적응" in term_map.translations("a low-rank adaptation method")
+    assert term_map.translations("저랭크 적응 방법") == []
+    assert "low rank adaptation" in term_map.translations("저랭크 적응 방법", ko_to_en=True)
+
+
+@pytest.mark.slow
+def test_a_summary_about_another_paper_is_flagged(tmp_path: Path, tokenizer: KoreanEnglishTokenizer) -> None:
+    """Give the Mamba heading the bullets of the CLIP paper: its title no longer finds its summary."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLE, corpus)
+    digest = corpus / "2024" / "04" / "02.md"
+    text = digest.read_text(encoding="utf-8")
+    clip = (corpus / "2023" / "12" / "01.md").read_text(encoding="utf-8").split("### [CLIP")[0]
+    assert "2312.00752" in text
+    mamba_block = text.split("### [Mamba")[1].split("### [")[0]
+    bullets = [line for line in (corpus / "2023" / "12" / "01.md").read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
+    clip_bullets = [b for b in bullets if "CLIP" in b or "이미지" in b][:4]
+    assert clip_bullets, clip
+    new_block = "\n".join(line for line in mamba_block.splitlines() if not line.startswith("- ")) + "\n" + "\n".join(clip_bullets) + "\n\n"
+    digest.write_text(text.replace(mamba_block, new_block), encoding="utf-8")
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, load_embedder("e5-small-q4"), tokenizer=tokenizer)
+    index = load_index(index_dir)
+    searcher = Searcher(index, load_embedder(index.manifest.model), tokenizer=tokenizer, settings=SearchSettings(mismatch_rank=1))
+    warnings = searcher.summary_warnings
+    assert "2312.00752" in warnings
+    assert len(warnings) <= 3, warnings
+    hit = searcher.search("Mamba", limit=12, mode="lexical")
+    flagged = [h for h in hit.results if h.paper.id == "2312.00752"]
+    assert flagged and flagged[0].warning
