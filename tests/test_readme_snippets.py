@@ -1,6 +1,6 @@
 """Run the code blocks of the docs that are marked `<!-- snippet-test -->`, so they cannot rot.
 
-Blocks are collected from README.md and docs/assistants.md (either may be missing). In Python
+Blocks are collected from README.md. In Python
 blocks, the index path `index/daily` becomes the real-model sample index and the service URL
 `http://127.0.0.1:8000` a live test server; every Python block must print the LoRA paper's id for
 its example query. JSON blocks holding an MCP client configuration must name a command that
@@ -26,7 +26,7 @@ from retrieval.cli import build_parser
 from retrieval.config import Settings
 from retrieval.search import Searcher
 
-DOCS = (ROOT / "README.md", ROOT / "docs" / "assistants.md")
+DOCS = (ROOT / "README.md",)
 MARKER = "<!-- snippet-test -->"
 INDEX_PLACEHOLDER = "index/daily"
 URL_PLACEHOLDER = "http://127.0.0.1:8000"
