@@ -133,7 +133,12 @@ def main() -> int:
     dev = load_query_file(args.queries)
     dev = [q for q in dev if all(i in id_to_index for i in q.ids)]
     if dev:
-        tasks["dev"] = ([q.q for q in dev], [{id_to_index[i] for i in q.ids} for q in dev], True, [q.group for q in dev])
+        tasks["dev"] = (
+            [q.q for q in dev],
+            [{id_to_index[i] for i in q.ids} for q in dev],
+            True,
+            [q.group for q in dev],
+        )
 
     table: list[dict[str, object]] = []
     for task, (texts, answers, use_titles, groups) in tasks.items():  # noqa: B007
@@ -163,7 +168,9 @@ def main() -> int:
             rows_bm25 = np.vstack([searcher._bm25_bullets.scores(t) for t in terms])
             lexical[f"bm25-max{'+map' if expand else ''}"] = np.maximum.reduceat(rows_bm25, offsets[:-1], axis=1)
             lexical[f"bm25-sum{'+map' if expand else ''}"] = np.add.reduceat(rows_bm25, offsets[:-1], axis=1)
-            lexical[f"bm25-paper{'+map' if expand else ''}"] = np.vstack([searcher._bm25_papers.scores(t) for t in terms])
+            lexical[f"bm25-paper{'+map' if expand else ''}"] = np.vstack(
+                [searcher._bm25_papers.scores(t) for t in terms]
+            )
             if use_titles:
                 title_bm25 = np.vstack([searcher._bm25_titles.scores(t) for t in terms])
                 for name in [k for k in lexical if k.endswith("+map") == expand and "+title" not in k]:

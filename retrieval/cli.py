@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-index", help="parse digests, embed bullets, write the index")
     build.add_argument("corpus", type=Path, help="folder searched recursively for *.md digests, or one file")
     build.add_argument("--index", type=Path, default=DEFAULT_INDEX, help=f"index directory (default {DEFAULT_INDEX})")
-    build.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL}; or st:<name or path>)")
+    build.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL}; or st:<name or path>)"
+    )
     build.add_argument("--batch-size", type=int, default=256, help="texts per embedding call")
     build.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     build.set_defaults(func=cmd_build_index)

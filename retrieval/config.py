@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="origins allowed by CORS; empty: none")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS; empty: none"
+    )
     max_query_chars: int = Field(default=1000, ge=1)
     max_limit: int = Field(default=100, ge=1)
     max_offset: int = Field(default=10_000, ge=0)

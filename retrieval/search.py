@@ -334,12 +334,16 @@ class Searcher:
                     highlights=highlight_spans(bullet.text, terms),
                 )
             )
-        return PaperHit(paper=PaperInfo.from_paper(paper), score=round(score, 6), evidence=evidence, warning=self._warnings.get(pi))
+        return PaperHit(
+            paper=PaperInfo.from_paper(paper), score=round(score, 6), evidence=evidence, warning=self._warnings.get(pi)
+        )
 
     def _bullet_centroids(self) -> np.ndarray:
         """Normalised mean of each paper's bullet vectors: the summary as a whole."""
         if not len(self._bullet_matrix):
-            return np.zeros((len(self.papers), self._title_matrix.shape[1] if len(self._title_matrix) else 1), np.float32)
+            return np.zeros(
+                (len(self.papers), self._title_matrix.shape[1] if len(self._title_matrix) else 1), np.float32
+            )
         sums = np.add.reduceat(self._bullet_matrix, self._offsets[:-1], axis=0)
         return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 

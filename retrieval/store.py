@@ -324,7 +324,9 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"`retrieval build-index CORPUS_DIR --index {directory.path}`"
         )
     if not version.is_dir():
-        raise IndexCorruptError(f"{directory.path / CURRENT_FILE} points at {version}, which is missing; rebuild the index")
+        raise IndexCorruptError(
+            f"{directory.path / CURRENT_FILE} points at {version}, which is missing; rebuild the index"
+        )
     manifest = read_manifest(version)
     if expected_model is not None and expected_model != manifest.model:
         raise IndexMismatchError(
@@ -337,10 +339,14 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         titles = faiss.read_index(str(version / TITLES_FAISS))
         papers = [paper_from_json(p) for p in json.loads((version / PAPERS_FILE).read_text(encoding="utf-8"))]
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise IndexCorruptError(f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`") from exc
+        raise IndexCorruptError(
+            f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
+        ) from exc
     bullet_count = sum(len(p.bullets) for p in papers)
     if bullets.d != manifest.dim or titles.d != manifest.dim:
-        raise IndexCorruptError(f"vectors in {version} have dim {bullets.d}, the manifest says {manifest.dim}; rebuild the index")
+        raise IndexCorruptError(
+            f"vectors in {version} have dim {bullets.d}, the manifest says {manifest.dim}; rebuild the index"
+        )
     if bullets.ntotal != bullet_count or bullets.ntotal != manifest.bullets or titles.ntotal != len(papers):
         raise IndexCorruptError(
             f"index {version} is inconsistent ({bullets.ntotal} bullet vectors, {bullet_count} bullets in "
@@ -418,7 +424,11 @@ class EmbeddingCache:
         """Drop entries of this model and tokenizer whose text is no longer in the index."""
         removed = 0
         for table, column, name in (("vectors", "model", model), ("tokens", "tokenizer", tokenizer)):
-            stale = [row[0] for row in self._db.execute(f"SELECT hash FROM {table} WHERE {column} = ?", [name]) if row[0] not in keep]
+            stale = [
+                row[0]
+                for row in self._db.execute(f"SELECT hash FROM {table} WHERE {column} = ?", [name])
+                if row[0] not in keep
+            ]
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ? AND hash = ?", [(name, key) for key in stale])
             removed += len(stale)
         self._db.commit()

@@ -16,8 +16,25 @@ from dataclasses import dataclass, field
 from retrieval.corpus import Paper
 
 _KO_THEN_EN = re.compile(r"([가-힣][가-힣0-9\- ]{0,24}?)\s?\(\s*([A-Za-z][A-Za-z0-9\-\.\+ ]{1,48}?)\s*[\);,]")
-_EN_THEN_KO = re.compile(r"([A-Za-z][A-Za-z0-9\-\.\+]*(?: [A-Za-z][A-Za-z0-9\-\.\+]*){0,4})\s?\(\s*([가-힣][가-힣 ]{0,20}?)\s*[\);,]")
-_KO_PARTICLE_WORDS = {"및", "또는", "그리고", "통해", "위한", "위해", "대한", "새로운", "이", "그", "본", "더", "각", "주요"}
+_EN_THEN_KO = re.compile(
+    r"([A-Za-z][A-Za-z0-9\-\.\+]*(?: [A-Za-z][A-Za-z0-9\-\.\+]*){0,4})\s?\(\s*([가-힣][가-힣 ]{0,20}?)\s*[\);,]"
+)
+_KO_PARTICLE_WORDS = {
+    "및",
+    "또는",
+    "그리고",
+    "통해",
+    "위한",
+    "위해",
+    "대한",
+    "새로운",
+    "이",
+    "그",
+    "본",
+    "더",
+    "각",
+    "주요",
+}
 
 
 def _norm_en(text: str) -> str:

@@ -83,7 +83,9 @@ def test_title_task_never_sees_titles(fake_searcher: Searcher) -> None:
     response = fake_searcher.search("Efficient Foundation Open", mode="lexical", fields=("bullets",))
     with_titles = fake_searcher.search("Efficient Foundation Open", mode="lexical")
     assert with_titles.results and with_titles.results[0].paper.id in {"2302.13971", "2307.09288"}
-    assert all(hit.paper.id not in {"2302.13971"} or hit.score < with_titles.results[0].score for hit in response.results)
+    assert all(
+        hit.paper.id not in {"2302.13971"} or hit.score < with_titles.results[0].score for hit in response.results
+    )
 
 
 def test_eras_of_the_sample(fake_searcher: Searcher) -> None:
@@ -106,7 +108,9 @@ def test_title_task_with_the_real_model(e5_searcher: Searcher) -> None:
 
 
 @pytest.mark.slow
-def test_dev_queries_against_sample_and_cli_json(e5_sample_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dev_queries_against_sample_and_cli_json(
+    e5_sample_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     queries = tmp_path / "dev.jsonl"
     lines = [
         {"q": "저랭크 행렬로 미세조정 파라미터 줄이기", "ids": ["2106.09685"], "lang": "ko"},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from retrieval.embedding import load_embedder
 from retrieval.indexer import build_index
@@ -14,8 +15,6 @@ from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings, highlight_spans, query_words, standardise
 from retrieval.store import load_index
 from retrieval.termmap import TermMap
-
-from conftest import SAMPLE
 
 
 def test_standardise_puts_the_head_of_a_leg_on_a_common_scale() -> None:
@@ -46,7 +45,11 @@ def test_highlights_cover_query_words_the_tokenizer_splits() -> None:
 
 
 def test_term_map_translates_english_phrases_to_korean_only_by_default() -> None:
-    texts = ["저랭크 적응(Low-Rank Adaptation)을 제안", "저랭크 적응(Low-Rank Adaptation) 기반", "트랜스포머(Transformer) 구조"] * 2
+    texts = [
+        "저랭크 적응(Low-Rank Adaptation)을 제안",
+        "저랭크 적응(Low-Rank Adaptation) 기반",
+        "트랜스포머(Transformer) 구조",
+    ] * 2
     term_map = TermMap.from_texts(texts)
     assert "저랭크적응" in term_map.translations("a low-rank adaptation method")
     assert term_map.translations("저랭크 적응 방법") == []
@@ -63,15 +66,26 @@ def test_a_summary_about_another_paper_is_flagged(tmp_path: Path, tokenizer: Kor
     clip = (corpus / "2023" / "12" / "01.md").read_text(encoding="utf-8").split("### [CLIP")[0]
     assert "2312.00752" in text
     mamba_block = text.split("### [Mamba")[1].split("### [")[0]
-    bullets = [line for line in (corpus / "2023" / "12" / "01.md").read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
+    bullets = [
+        line
+        for line in (corpus / "2023" / "12" / "01.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("- ")
+    ]
     clip_bullets = [b for b in bullets if "CLIP" in b or "이미지" in b][:4]
     assert clip_bullets, clip
-    new_block = "\n".join(line for line in mamba_block.splitlines() if not line.startswith("- ")) + "\n" + "\n".join(clip_bullets) + "\n\n"
+    new_block = (
+        "\n".join(line for line in mamba_block.splitlines() if not line.startswith("- "))
+        + "\n"
+        + "\n".join(clip_bullets)
+        + "\n\n"
+    )
     digest.write_text(text.replace(mamba_block, new_block), encoding="utf-8")
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, load_embedder("e5-small-q4"), tokenizer=tokenizer)
     index = load_index(index_dir)
-    searcher = Searcher(index, load_embedder(index.manifest.model), tokenizer=tokenizer, settings=SearchSettings(mismatch_rank=1))
+    searcher = Searcher(
+        index, load_embedder(index.manifest.model), tokenizer=tokenizer, settings=SearchSettings(mismatch_rank=1)
+    )
     warnings = searcher.summary_warnings
     assert "2312.00752" in warnings
     assert len(warnings) <= 3, warnings
