@@ -26,6 +26,7 @@ from retrieval.store import (
     load_index,
     pause_point,
     read_manifest,
+    write_version,
 )
 
 ProgressFactory = Callable[[int, str], Any]
@@ -237,8 +238,6 @@ def build_index(
                 build={"corpus": str(corpus_dir), "files": len(corpus.files)},
             )
             tmp = directory.new_version_dir()
-            from retrieval.store import write_version
-
             write_version(
                 tmp,
                 corpus.papers,

@@ -40,9 +40,6 @@ class Filters:
     min_votes: int | None = None
     author: str | None = None
 
-    def active(self) -> bool:
-        return any(v is not None and v != "" for v in (self.date_from, self.date_to, self.min_votes, self.author))
-
 
 @dataclass
 class SearchSettings:
@@ -178,18 +175,13 @@ class Searcher:
         """Nearest other papers to a paper, by the centroid of its bullet vectors."""
         started = time.perf_counter()
         pi = self._paper_index(arxiv_id)
-        start, end = self._offsets[pi], self._offsets[pi + 1]
-        centroid = self._bullet_matrix[start:end].mean(axis=0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        row_scores = self._bullet_matrix @ centroid
+        row_scores = self._bullet_matrix @ self._centroids[pi]
         paper_scores = self._group_max(row_scores)
         mask = self._filter_mask(filters or Filters())
         mask[pi] = False
         candidates = np.flatnonzero(mask)
         order = candidates[np.argsort(-paper_scores[candidates], kind="stable")][:limit]
-        rows = np.full(len(self._row_paper), -np.inf, dtype=np.float32)
-        rows[:] = row_scores
-        results = [self._hit(int(p), float(paper_scores[p]), rows, None, [], "dense") for p in order]
+        results = [self._hit(int(p), float(paper_scores[p]), row_scores, None, [], "dense") for p in order]
         return SearchResponse(
             query=f"similar:{arxiv_id}",
             mode="dense",
@@ -230,7 +222,8 @@ class Searcher:
                 self._query_cache.popitem(last=False)
 
     def _dense_scores(self, qvec: np.ndarray, fields: tuple[Field_, ...], depth: int) -> tuple[list[Leg], np.ndarray]:
-        """Dense legs per paper (best bullet, bullet centroid, title) and per-row cosine (-inf if unseen)."""
+        """Dense legs per paper (best bullet among the top `depth` bullets, bullet centroid, title)
+        and every bullet's cosine (for the evidence)."""
         total = self.index.bullet_vectors.ntotal
         rows = np.full(total, -np.inf, dtype=np.float32)
         legs: list[Leg] = []
@@ -242,8 +235,10 @@ class Searcher:
             scores = np.einsum("ij,j->i", self._bullet_matrix, qvec)
             k = min(depth, total)
             top = np.argpartition(scores, total - k)[total - k :] if k < total else np.arange(total)
-            rows[top] = scores[top]
-            best = self._group_max(rows)
+            candidates = np.full(total, -np.inf, dtype=np.float32)
+            candidates[top] = scores[top]
+            rows = scores.astype(np.float32)
+            best = self._group_max(candidates)
             best[~np.isfinite(best)] = np.nan
             legs.append((best, self.settings.weight_dense_max))
             legs.append((np.einsum("ij,j->i", self._centroids, qvec), self.settings.weight_dense_centroid))
@@ -313,8 +308,6 @@ class Searcher:
             row = start + b.position
             dense = float(dense_rows[row]) if dense_rows is not None and np.isfinite(dense_rows[row]) else None
             lexical = float(lexical_rows[row]) if lexical_rows is not None else 0.0
-            if dense is None and dense_rows is not None:
-                dense = float(self._bullet_matrix[row] @ self._bullet_matrix[row]) * 0.0
             primary = dense if mode != "lexical" and dense is not None else lexical
             scored.append((primary, lexical, b.position))
         scored.sort(key=lambda item: (-(item[0] + (0.01 * item[1] if mode == "hybrid" else 0.0)), item[2]))

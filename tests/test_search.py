@@ -92,3 +92,21 @@ def test_a_summary_about_another_paper_is_flagged(tmp_path: Path, tokenizer: Kor
     hit = searcher.search("Mamba", limit=12, mode="lexical")
     flagged = [h for h in hit.results if h.paper.id == "2312.00752"]
     assert flagged and flagged[0].warning
+
+
+def test_evidence_scores_are_real_cosines_beyond_the_candidate_depth(fake_searcher: Searcher) -> None:
+    """Papers ranked on legs other than the best bullet still cite bullets with their true cosine."""
+    shallow = Searcher(
+        fake_searcher.index,
+        fake_searcher.embedder,
+        tokenizer=fake_searcher.tokenizer,
+        settings=SearchSettings(candidate_depth=10),
+    )
+    response = shallow.search("selective state space Mamba", mode="dense", limit=12)
+    qvec = fake_searcher.embedder.embed_queries(["selective state space Mamba"])[0]
+    for hit in response.results:
+        paper = next(p for p in fake_searcher.papers if p.arxiv_id == hit.paper.id)
+        start = sum(len(p.bullets) for p in fake_searcher.papers[: fake_searcher.papers.index(paper)])
+        for ev in hit.evidence:
+            expected = float(fake_searcher._bullet_matrix[start + ev.position] @ qvec)
+            assert ev.score == pytest.approx(expected, abs=1e-5)
