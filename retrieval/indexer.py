@@ -16,6 +16,7 @@ import numpy as np
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
+from retrieval.hubness import paper_hub_scores
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -82,21 +83,29 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
 
 
+def query_cache_key(embedder: Embedder) -> str:
+    """Cache key of texts embedded as queries (the e5 family embeds them with another prefix)."""
+    return f"{embedder.name}#query"
+
+
 def embed_with_cache(
     embedder: Embedder,
     texts: Sequence[str],
     cache: EmbeddingCache,
     batch_size: int = 256,
     show_progress: bool = False,
+    as_queries: bool = False,
 ) -> tuple[np.ndarray, int, int]:
-    """Vectors for `texts` (passages), embedding only what the cache lacks.
+    """Vectors for `texts` (passages, or queries with `as_queries`), embedding only what the cache lacks.
 
     Unique missing texts are embedded longest-first in batches of similar length, and every
     batch is committed to the cache at once, so a killed build loses at most one batch.
     Returns (vectors, embedded count, reused count).
     """
     hashes = [text_hash(t) for t in texts]
-    found = cache.get_vectors(embedder.name, hashes, embedder.dim)
+    model_key = query_cache_key(embedder) if as_queries else embedder.name
+    embed = embedder.embed_queries if as_queries else embedder.embed_passages
+    found = cache.get_vectors(model_key, hashes, embedder.dim)
     missing: dict[str, str] = {}
     for key, text in zip(hashes, texts, strict=True):
         if key not in found and key not in missing:
@@ -105,9 +114,9 @@ def embed_with_cache(
     bar = _progress(len(order), "embedding", show_progress)
     for start in range(0, len(order), batch_size):
         keys = order[start : start + batch_size]
-        vectors = embedder.embed_passages([missing[k] for k in keys])
+        vectors = embed([missing[k] for k in keys])
         batch = dict(zip(keys, vectors, strict=True))
-        cache.put_vectors(embedder.name, batch)
+        cache.put_vectors(model_key, batch)
         pause_point("embedding")
         found.update(batch)
         if bar is not None:
@@ -141,6 +150,20 @@ def _bullet_offsets(papers: Sequence[Paper]) -> list[int]:
         offsets.append(row)
         row += len(paper.bullets)
     return offsets
+
+
+def hubness_of(
+    embedder: Embedder,
+    papers: Sequence[Paper],
+    bullet_vectors: np.ndarray,
+    cache: EmbeddingCache,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hub scores of bullets and bullet centroids against the papers' titles embedded as queries."""
+    titles = [title_document(p) for p in papers]
+    pool, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size, as_queries=True)
+    offsets = np.array([*_bullet_offsets(papers), len(bullet_vectors)], dtype=np.int64)
+    return paper_hub_scores(bullet_vectors, offsets, pool, np.arange(len(papers)))
 
 
 def _previous_state(directory: IndexDirectory) -> tuple[Manifest | None, set[tuple[str, str]], set[str]]:
@@ -213,6 +236,7 @@ def build_index(
             )
             titles = [title_document(p) for p in corpus.papers]
             title_vectors, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size)
+            hub_bullets, hub_papers = hubness_of(embedder, corpus.papers, bullet_vectors, cache, batch_size)
             if after_embedding is not None:
                 after_embedding()
             bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
@@ -245,12 +269,14 @@ def build_index(
                 title_vectors,
                 {name: index.save for name, index in bm25.items()},
                 manifest,
+                hub_bullets,
+                hub_papers,
             )
             final = directory.publish(tmp)
             directory.clean_stale()
             live_hashes = {text_hash(t) for t in bullet_texts} | {text_hash(t) for t in titles}
             live_hashes |= {text_hash(lexical_title_document(p)) for p in corpus.papers}
-            cache.prune(embedder.name, tokenizer.name, live_hashes)
+            cache.prune([embedder.name, query_cache_key(embedder)], tokenizer.name, live_hashes)
         finally:
             cache.close()
         return BuildReport(

@@ -22,6 +22,7 @@ import numpy as np
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
+from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.store import IndexData
@@ -54,6 +55,10 @@ class SearchSettings:
     weight_dense_title: float = 0.3
     weight_lexical_paper: float = 1.2
     weight_lexical_title: float = 0.3
+    # Hubness correction of the dense bullet and centroid legs for English queries: the cosine
+    # minus this times the vector's hub score times the query's share of Latin letters.
+    hubness_bullets: float = 1.0
+    hubness_centroid: float = 1.0
     z_depth: int = 100
     candidate_depth: int = 2000
     max_candidate_depth: int = 1_000_000
@@ -105,7 +110,9 @@ class Searcher:
         self._bm25_bullets = BM25Index.load(index.bm25_dirs["bm25_bullets"])
         self._bm25_titles = BM25Index.load(index.bm25_dirs["bm25_titles"])
         self._bm25_papers = BM25Index.load(index.bm25_dirs["bm25_papers"])
-        self._centroids = self._bullet_centroids()
+        self._centroids = bullet_centroids(self._bullet_matrix, self._offsets)
+        self._hub_bullets = index.hub_bullets
+        self._hub_papers = index.hub_papers
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -144,7 +151,7 @@ class Searcher:
         while True:
             if dense_future is not None:
                 qvec = dense_future.result()
-                dense_legs, dense_rows = self._dense_scores(qvec, fields, depth)
+                dense_legs, dense_rows = self._dense_scores(qvec, latin_share(query), fields, depth)
             fused = self._fuse(mode, dense_legs, lexical_legs)
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -213,6 +220,22 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
+    def set_hub_scores(self, bullets: np.ndarray, papers: np.ndarray) -> None:
+        """Replace the hub scores (the evaluation swaps in scores from a pool without its queries)."""
+        if bullets.shape != self._hub_bullets.shape or papers.shape != self._hub_papers.shape:
+            raise ValueError("hub scores must have one value per bullet and one per paper")
+        self._hub_bullets = bullets.astype(np.float32)
+        self._hub_papers = papers.astype(np.float32)
+
+    @property
+    def hub_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._hub_bullets, self._hub_papers
+
+    @property
+    def bullet_matrix(self) -> np.ndarray:
+        """Every bullet vector, in paper order (read-only use)."""
+        return self._bullet_matrix
+
     def remember_query_vectors(self, vectors: dict[str, np.ndarray]) -> None:
         """Seed the query-vector cache (used by the evaluation to embed queries in batches)."""
         with self._cache_lock:
@@ -221,9 +244,11 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _dense_scores(self, qvec: np.ndarray, fields: tuple[Field_, ...], depth: int) -> tuple[list[Leg], np.ndarray]:
+    def _dense_scores(
+        self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int
+    ) -> tuple[list[Leg], np.ndarray]:
         """Dense legs per paper (best bullet among the top `depth` bullets, bullet centroid, title)
-        and every bullet's cosine (for the evidence)."""
+        and every bullet's cosine (for the evidence). `english` (0-1) scales the hubness correction."""
         total = self.index.bullet_vectors.ntotal
         rows = np.full(total, -np.inf, dtype=np.float32)
         legs: list[Leg] = []
@@ -233,15 +258,18 @@ class Searcher:
             # 21k x 384) beats FAISS's and BLAS's thread pools, which cost a scheduler slice each
             # call when the cores are busy (e.g. embedding another query).
             scores = np.einsum("ij,j->i", self._bullet_matrix, qvec)
+            corrected = scores - (english * self.settings.hubness_bullets) * self._hub_bullets
             k = min(depth, total)
-            top = np.argpartition(scores, total - k)[total - k :] if k < total else np.arange(total)
+            top = np.argpartition(corrected, total - k)[total - k :] if k < total else np.arange(total)
             candidates = np.full(total, -np.inf, dtype=np.float32)
-            candidates[top] = scores[top]
+            candidates[top] = corrected[top]
             rows = scores.astype(np.float32)
             best = self._group_max(candidates)
             best[~np.isfinite(best)] = np.nan
             legs.append((best, self.settings.weight_dense_max))
-            legs.append((np.einsum("ij,j->i", self._centroids, qvec), self.settings.weight_dense_centroid))
+            centroid = np.einsum("ij,j->i", self._centroids, qvec)
+            centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
+            legs.append((centroid, self.settings.weight_dense_centroid))
         if "title" in fields and len(self._title_matrix):
             legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
         return legs, rows
@@ -330,15 +358,6 @@ class Searcher:
         return PaperHit(
             paper=PaperInfo.from_paper(paper), score=round(score, 6), evidence=evidence, warning=self._warnings.get(pi)
         )
-
-    def _bullet_centroids(self) -> np.ndarray:
-        """Normalised mean of each paper's bullet vectors: the summary as a whole."""
-        if not len(self._bullet_matrix):
-            return np.zeros(
-                (len(self.papers), self._title_matrix.shape[1] if len(self._title_matrix) else 1), np.float32
-            )
-        sums = np.add.reduceat(self._bullet_matrix, self._offsets[:-1], axis=0)
-        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def _summary_warnings(self) -> dict[int, str]:
         """Flag summaries that are probably about another paper (or generic filler).

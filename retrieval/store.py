@@ -37,7 +37,7 @@ import numpy as np
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 CACHE_FILE = "cache.sqlite"
@@ -47,6 +47,8 @@ MANIFEST_FILE = "manifest.json"
 PAPERS_FILE = "papers.json"
 BULLETS_FAISS = "bullets.faiss"
 TITLES_FAISS = "titles.faiss"
+HUB_BULLETS_FILE = "hub_bullets.npy"
+HUB_PAPERS_FILE = "hub_papers.npy"
 PAUSE_ENV = "RETRIEVAL_TEST_PAUSE_AT"
 PAUSE_STAGES = ("embedding", "write", "publish")
 
@@ -103,6 +105,8 @@ class IndexData:
     title_vectors: faiss.Index
     bm25_dirs: dict[str, Path]
     path: Path
+    hub_bullets: np.ndarray  # hubness of each bullet vector (retrieval/hubness.py)
+    hub_papers: np.ndarray  # hubness of each paper's bullet centroid
 
     @property
     def bullet_rows(self) -> list[tuple[int, int]]:
@@ -254,11 +258,15 @@ def write_version(
     title_vectors: np.ndarray,
     bm25_writers: dict[str, Any],
     manifest: Manifest,
+    hub_bullets: np.ndarray,
+    hub_papers: np.ndarray,
 ) -> None:
     """Write all files of a version into `target` (a fresh temporary directory)."""
     dim = manifest.dim
     faiss.write_index(_flat_index(bullet_vectors, dim), str(target / BULLETS_FAISS))
     faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
+    np.save(target / HUB_BULLETS_FILE, np.asarray(hub_bullets, dtype=np.float32), allow_pickle=False)
+    np.save(target / HUB_PAPERS_FILE, np.asarray(hub_papers, dtype=np.float32), allow_pickle=False)
     with (target / PAPERS_FILE).open("w", encoding="utf-8") as handle:
         json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
     pause_point("write")
@@ -338,7 +346,9 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         bullets = faiss.read_index(str(version / BULLETS_FAISS))
         titles = faiss.read_index(str(version / TITLES_FAISS))
         papers = [paper_from_json(p) for p in json.loads((version / PAPERS_FILE).read_text(encoding="utf-8"))]
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        hub_bullets = np.load(version / HUB_BULLETS_FILE, allow_pickle=False)
+        hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
         ) from exc
@@ -352,8 +362,23 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"index {version} is inconsistent ({bullets.ntotal} bullet vectors, {bullet_count} bullets in "
             f"{PAPERS_FILE}, {titles.ntotal} title vectors for {len(papers)} papers); rebuild the index"
         )
+    if hub_bullets.shape != (bullet_count,) or hub_papers.shape != (len(papers),):
+        raise IndexCorruptError(
+            f"index {version} is inconsistent ({HUB_BULLETS_FILE} has shape {hub_bullets.shape}, "
+            f"{HUB_PAPERS_FILE} {hub_papers.shape}, for {bullet_count} bullets of {len(papers)} papers); "
+            "rebuild the index"
+        )
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
-    return IndexData(manifest, papers, bullets, titles, bm25_dirs, version)
+    return IndexData(
+        manifest,
+        papers,
+        bullets,
+        titles,
+        bm25_dirs,
+        version,
+        hub_bullets.astype(np.float32),
+        hub_papers.astype(np.float32),
+    )
 
 
 class EmbeddingCache:
@@ -420,10 +445,11 @@ class EmbeddingCache:
         )
         self._db.commit()
 
-    def prune(self, model: str, tokenizer: str, keep: set[str]) -> int:
-        """Drop entries of this model and tokenizer whose text is no longer in the index."""
+    def prune(self, models: Iterable[str], tokenizer: str, keep: set[str]) -> int:
+        """Drop entries of these model keys and this tokenizer whose text is no longer in the index."""
         removed = 0
-        for table, column, name in (("vectors", "model", model), ("tokens", "tokenizer", tokenizer)):
+        targets = [("vectors", "model", model) for model in models] + [("tokens", "tokenizer", tokenizer)]
+        for table, column, name in targets:
             stale = [
                 row[0]
                 for row in self._db.execute(f"SELECT hash FROM {table} WHERE {column} = ?", [name])

@@ -221,8 +221,10 @@ def test_embedding_cache_round_trip_and_prune(tmp_path: Path) -> None:
         assert cache.get_vectors("m", ["a"], dim=8) == {}  # a vector of another size is not reused
         cache.put_tokens("tok", {"a": ["x", "y"], "b": []})
         assert cache.get_tokens("tok", ["a", "b"]) == {"a": ["x", "y"], "b": []}
-        assert cache.prune("m", "tok", keep={"a"}) == 2
+        cache.put_vectors("m#query", {"b": np.ones(4, dtype=np.float32)})
+        assert cache.prune(["m", "m#query"], "tok", keep={"a"}) == 3
         assert sorted(cache.get_vectors("m", ["a", "b"], dim=4)) == ["a"]
+        assert cache.get_vectors("m#query", ["b"], dim=4) == {}
         assert sorted(cache.get_tokens("tok", ["a", "b"])) == ["a"]
         assert sorted(cache.get_vectors("other", ["a"], dim=4)) == ["a"]  # other models untouched
     finally:

@@ -1,0 +1,138 @@
+"""Hubness correction: hub scores, the query's English share, its use in ranking and in the title task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import evaluation
+from retrieval.embedding import load_embedder
+from retrieval.hubness import bullet_centroids, hub_scores, latin_share, paper_hub_scores
+from retrieval.search import Searcher
+from retrieval.store import load_index
+
+
+def _unit(*rows: list[float]) -> np.ndarray:
+    m = np.array(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def test_hub_score_is_the_mean_cosine_to_the_k_nearest_pool_rows_of_other_papers() -> None:
+    vectors = _unit([1, 0], [0, 1])
+    pool = _unit([1, 0], [1, 1], [0, 1], [-1, 0])
+    # vector 0 belongs to paper 7, whose title is pool row 0: that row must be skipped
+    scores = hub_scores(vectors, np.array([7, 8]), pool, np.array([7, 1, 2, 3]), k=2)
+    s = 1 / np.sqrt(2)
+    assert scores[0] == pytest.approx((s + 0.0) / 2)  # [1,1] and [0,1]; not its own [1,0]
+    assert scores[1] == pytest.approx((1.0 + s) / 2)  # [0,1] and [1,1]
+    # a pool no larger than k gives no correction at all
+    assert not hub_scores(vectors, np.array([0, 1]), pool[:2], np.array([5, 6]), k=2).any()
+
+
+def test_paper_hub_scores_cover_bullets_and_centroids() -> None:
+    bullets = _unit([1, 0], [0.9, 0.1], [0, 1])
+    offsets = np.array([0, 2, 3])
+    centroids = bullet_centroids(bullets, offsets)
+    assert centroids.shape == (2, 2)
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
+    pool = _unit([1, 0], [0, 1], [1, 1], [1, -1])
+    per_bullet, per_paper = paper_hub_scores(bullets, offsets, pool, np.array([0, 1, 2, 3]), k=1)
+    assert per_bullet.shape == (3,) and per_paper.shape == (2,)
+    # paper 0's bullets may not use pool row 0 (its own title); their nearest is then [1,1] or [1,-1]
+    assert per_bullet[0] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
+    # paper 1's bullet [0,1] may not use row 1; its nearest other row is [1,1]
+    assert per_bullet[2] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "share"),
+    [
+        ("state space models", 1.0),
+        ("상태 공간 모델", 0.0),
+        ("Mamba 모델", 5 / 7),
+        ("2024 !!", 0.0),
+        ("", 0.0),
+    ],
+)
+def test_latin_share(text: str, share: float) -> None:
+    assert latin_share(text) == pytest.approx(share)
+
+
+def _top(searcher: Searcher, query: str) -> list[str]:
+    return [hit.paper.id for hit in searcher.search(query, mode="dense", limit=12, fields=("bullets",)).results]
+
+
+def test_a_hub_bullet_is_pushed_down_for_english_queries_only(fake_searcher: Searcher) -> None:
+    live = fake_searcher.hub_scores
+    english, korean = "selective state space model", "선택적 상태 공간 모델"
+    try:
+        before_en, before_ko = _top(fake_searcher, english), _top(fake_searcher, korean)
+        first = fake_searcher._by_id[before_en[0]]
+        hub_b, hub_p = np.zeros_like(live[0]), np.zeros_like(live[1])
+        start, end = fake_searcher._offsets[first], fake_searcher._offsets[first + 1]
+        hub_b[start:end] = 5.0  # every bullet of the first paper is a strong hub
+        hub_p[first] = 5.0
+        fake_searcher.set_hub_scores(hub_b, hub_p)
+        after_en, after_ko = _top(fake_searcher, english), _top(fake_searcher, korean)
+        assert after_en[0] != before_en[0] and after_en[-1] == before_en[0]
+        assert after_ko == before_ko  # no Latin letters: no correction
+    finally:
+        fake_searcher.set_hub_scores(*live)
+    assert _top(fake_searcher, english) == before_en
+    with pytest.raises(ValueError):
+        fake_searcher.set_hub_scores(np.zeros(3), np.zeros(2))
+
+
+def test_title_task_hub_pool_never_holds_the_query_s_own_title(
+    fake_searcher: Searcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pools: list[set[int]] = []
+    asked: list[set[int]] = []
+    real_pool, real_run = evaluation.paper_hub_scores, evaluation.run_queries
+
+    def recording_pool(bullets, offsets, pool, owners, *args, **kwargs):  # type: ignore[no-untyped-def]
+        pools.append({int(o) for o in owners})
+        return real_pool(bullets, offsets, pool, owners, *args, **kwargs)
+
+    def recording_run(searcher, queries, *args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append({searcher._by_id[next(iter(q.ids))] for q in queries})
+        return real_run(searcher, queries, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "paper_hub_scores", recording_pool)
+    monkeypatch.setattr(evaluation, "run_queries", recording_run)
+    live = fake_searcher.hub_scores
+    result = evaluation.evaluate_title_task(fake_searcher, "hybrid")
+    assert result.queries == len(fake_searcher.papers)
+    assert len(pools) == len(asked) == 2
+    for pool, queried in zip(pools, asked, strict=True):
+        assert queried and pool and not (pool & queried)
+    assert set().union(*asked) == set(range(len(fake_searcher.papers)))
+    assert all(np.array_equal(a, b) for a, b in zip(fake_searcher.hub_scores, live, strict=True))  # restored
+
+
+@pytest.mark.slow
+def test_index_stores_hub_scores_from_the_real_model(e5_sample_index: Path) -> None:
+    index = load_index(e5_sample_index)
+    assert index.hub_bullets.shape == (index.bullet_vectors.ntotal,)
+    assert index.hub_papers.shape == (len(index.papers),)
+    # cosines of Korean bullets to other papers' English titles: positive, well below 1
+    assert 0.3 < float(index.hub_bullets.mean()) < 0.95
+    assert np.all(index.hub_papers > 0)
+
+
+@pytest.mark.slow
+def test_english_query_with_the_real_model_ranks_with_the_correction(e5_sample_index: Path) -> None:
+    """Through the real model: an English question still finds the paper, and a corrected leg
+    differs from the raw cosine exactly by the hub term."""
+    index = load_index(e5_sample_index)
+    searcher = Searcher(index, load_embedder(index.manifest.model))
+    hits = searcher.search("a translation model without recurrence or convolution, only attention", limit=3)
+    assert hits.results[0].paper.id == "1706.03762"
+    qvec = searcher._embed_query("state space")
+    legs, rows = searcher._dense_scores(qvec, 1.0, ("bullets",), depth=10_000)
+    raw_best = searcher._group_max(rows)
+    corrected_best = searcher._group_max(rows - index.hub_bullets)
+    assert np.allclose(legs[0][0], corrected_best, atol=1e-5)
+    assert not np.allclose(legs[0][0], raw_best)
