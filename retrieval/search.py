@@ -265,7 +265,9 @@ class Searcher:
             candidates[top] = corrected[top]
             rows = scores.astype(np.float32)
             best = self._group_max(candidates)
-            best[~np.isfinite(best)] = np.nan
+            # Papers with no bullet in the candidate set score at most the weakest candidate.
+            # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
+            best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
             legs.append((best, self.settings.weight_dense_max))
             centroid = np.einsum("ij,j->i", self._centroids, qvec)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers

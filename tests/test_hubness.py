@@ -136,3 +136,19 @@ def test_english_query_with_the_real_model_ranks_with_the_correction(e5_sample_i
     corrected_best = searcher._group_max(rows - index.hub_bullets)
     assert np.allclose(legs[0][0], corrected_best, atol=1e-5)
     assert not np.allclose(legs[0][0], raw_best)
+
+
+def test_papers_beyond_the_candidate_depth_never_outrank_candidates(fake_searcher: Searcher) -> None:
+    """Corrected cosines can be negative; papers outside the candidate bullets must still rank below them."""
+    live, depth = fake_searcher.hub_scores, fake_searcher.settings.candidate_depth
+    query = "low-rank adapters for fine-tuning"
+    try:
+        fake_searcher.set_hub_scores(np.ones_like(live[0]), np.ones_like(live[1]))
+        fake_searcher.settings.candidate_depth = 10_000
+        full = _top(fake_searcher, query)
+        fake_searcher.settings.candidate_depth = 2
+        shallow = _top(fake_searcher, query)
+    finally:
+        fake_searcher.set_hub_scores(*live)
+        fake_searcher.settings.candidate_depth = depth
+    assert shallow[0] == full[0]
