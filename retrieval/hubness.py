@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+import faiss
 import numpy as np
 
 DEFAULT_NEIGHBOURS = 10
@@ -30,26 +31,23 @@ def hub_scores(
     pool: np.ndarray,
     pool_owners: np.ndarray,
     k: int = DEFAULT_NEIGHBOURS,
-    chunk: int = 4096,
 ) -> np.ndarray:
     """Mean cosine of each row of `vectors` to its `k` nearest rows of `pool`.
 
-    `owners[i]` and `pool_owners[j]` are paper indexes: a vector is never matched with pool
-    rows of its own paper. Rows are L2-normalised, so inner products are cosines. Returns
-    float32 of len(vectors); zeros when the pool has fewer than `k` usable rows.
+    `owners[i]` and `pool_owners[j]` are paper indexes: a vector is never matched with the pool
+    row of its own paper (each paper has at most one row in the pool). Rows are L2-normalised,
+    so inner products are cosines. Returns float32 of len(vectors); zeros when the pool has no
+    more than `k` rows.
     """
     out = np.zeros(len(vectors), dtype=np.float32)
     if len(pool) <= k or not len(vectors):
         return out
-    column_of = {int(owner): col for col, owner in enumerate(pool_owners)}
-    own_column = np.array([column_of.get(int(o), -1) for o in owners], dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        sims = vectors[start : start + chunk] @ pool.T
-        columns = own_column[start : start + chunk]
-        rows = np.flatnonzero(columns >= 0)
-        sims[rows, columns[rows]] = -np.inf
-        nearest = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
-        out[start : start + len(sims)] = nearest.mean(axis=1)
+    index = faiss.IndexFlatIP(pool.shape[1])
+    index.add(np.ascontiguousarray(pool, dtype=np.float32))
+    sims, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k + 1)
+    keep = np.asarray(pool_owners)[rows] != np.asarray(owners)[:, None]
+    keep[keep.all(axis=1), k] = False  # own title not among the k + 1: drop the (k + 1)-th instead
+    out[:] = np.where(keep, sims, 0.0).sum(axis=1) / k
     return out
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,20 +153,6 @@ def _bullet_offsets(papers: Sequence[Paper]) -> list[int]:
     return offsets
 
 
-def hubness_of(
-    embedder: Embedder,
-    papers: Sequence[Paper],
-    bullet_vectors: np.ndarray,
-    cache: EmbeddingCache,
-    batch_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hub scores of bullets and bullet centroids against the papers' titles embedded as queries."""
-    titles = [title_document(p) for p in papers]
-    pool, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size, as_queries=True)
-    offsets = np.array([*_bullet_offsets(papers), len(bullet_vectors)], dtype=np.int64)
-    return paper_hub_scores(bullet_vectors, offsets, pool, np.arange(len(papers)))
-
-
 def _previous_state(directory: IndexDirectory) -> tuple[Manifest | None, set[tuple[str, str]], set[str]]:
     """The live version's manifest and bullet keys, or nothing when it is absent or unreadable."""
     try:
@@ -236,9 +223,17 @@ def build_index(
             )
             titles = [title_document(p) for p in corpus.papers]
             title_vectors, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size)
-            hub_bullets, hub_papers = hubness_of(embedder, corpus.papers, bullet_vectors, cache, batch_size)
+            # The hubness pool: every title embedded as a query (retrieval/hubness.py).
+            title_queries, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size, as_queries=True)
             if after_embedding is not None:
                 after_embedding()
+            offsets = np.array([*_bullet_offsets(corpus.papers), len(bullet_texts)], dtype=np.int64)
+            # FAISS releases the GIL: hub scores are computed while Kiwi tokenises and BM25 indexes.
+            hub_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubness")
+            hub_future = hub_worker.submit(
+                paper_hub_scores, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers))
+            )
+            hub_worker.shutdown(wait=False)
             bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
             title_terms = tokens_with_cache(tokenizer, [lexical_title_document(p) for p in corpus.papers], cache)
             paper_terms = [
@@ -250,6 +245,7 @@ def build_index(
                 "bm25_papers": BM25Index.build(paper_terms),
                 "bm25_titles": BM25Index.build(title_terms),
             }
+            hub_bullets, hub_papers = hub_future.result()
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 model=embedder.name,

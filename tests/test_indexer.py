@@ -32,6 +32,7 @@ class CountingEmbedder:
     def __init__(self, dim: int = 64) -> None:
         self._inner = FakeEmbedder(dim)
         self.passages: list[str] = []
+        self.queries: list[str] = []
         self.calls: list[int] = []
 
     @property
@@ -48,10 +49,12 @@ class CountingEmbedder:
         return self._inner.embed_passages(texts)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries.extend(texts)
         return self._inner.embed_queries(texts)
 
     def reset(self) -> None:
         self.passages.clear()
+        self.queries.clear()
         self.calls.clear()
 
 
@@ -95,6 +98,7 @@ def test_full_build_embeds_every_bullet_and_title_once(
     expected = Counter([b.text for p in parsed.papers for b in p.bullets] + [p.title for p in parsed.papers])
     assert Counter(embedder.passages) == expected
     assert max(expected.values()) == 1
+    assert Counter(embedder.queries) == Counter(p.title for p in parsed.papers)  # the hubness pool
     index = load_index(tmp_path / "index", expected_model="fake:64")
     assert index.manifest.papers == SAMPLE_PAPERS
     # row i of the vector index is the i-th bullet in paper order, embedded as a passage
@@ -133,6 +137,7 @@ def test_changed_bullet_is_the_only_text_embedded(
     report = build_index(corpus, index, embedder, tokenizer=tokenizer)
     assert not report.unchanged
     assert embedder.passages == [new_bullet]  # titles were unchanged: served from the cache
+    assert embedder.queries == []  # so were the titles embedded as queries
     assert (report.embedded, report.reused) == (1, SAMPLE_BULLETS - 1)
     assert (report.removed, report.papers_removed) == (1, 0)
     hashes = cached_hashes(index, "fake:64")
@@ -171,6 +176,7 @@ def test_new_digest_file_embeds_only_its_texts(
     report = build_index(corpus, index, embedder, tokenizer=tokenizer)
     new_texts = [b.text for p in added for b in p.bullets]
     assert Counter(embedder.passages) == Counter(new_texts + [p.title for p in added])
+    assert Counter(embedder.queries) == Counter(p.title for p in added)
     assert (report.embedded, report.reused, report.removed) == (6, SAMPLE_BULLETS, 0)
     assert (report.files, report.papers, report.bullets) == (4, SAMPLE_PAPERS + 2, SAMPLE_BULLETS + 6)
     assert {p.arxiv_id for p in load_index(index).papers} >= {"2410.00021", "2410.00022"}
