@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE
 
+from retrieval.corpus import Bullet, Paper
 from retrieval.embedding import FakeEmbedder
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 from retrieval.indexer import build_index
@@ -24,6 +26,8 @@ from retrieval.store import (
     EmbeddingCache,
     IndexDirectory,
     load_index,
+    paper_from_json,
+    paper_to_json,
 )
 
 
@@ -229,3 +233,20 @@ def test_embedding_cache_round_trip_and_prune(tmp_path: Path) -> None:
         assert sorted(cache.get_vectors("other", ["a"], dim=4)) == ["a"]  # other models untouched
     finally:
         cache.close()
+
+
+def test_paper_json_round_trip_keeps_every_field() -> None:
+    paper = Paper(
+        arxiv_id="2401.00001",
+        title="A title",
+        url="https://arxiv.org/abs/2401.00001",
+        dates=["2024-01-02", "2024-01-03"],
+        votes=7,
+        authors=["A. Author"],
+        bullets=[Bullet(0, "what's new", "첫 문장"), Bullet(1, None, "둘째 문장")],
+        sources=["2024/01/02.md"],
+    )
+    data = paper_to_json(paper)
+    assert set(data) == {f.name for f in dataclasses.fields(Paper)}
+    assert set(data["bullets"][0]) == {f.name for f in dataclasses.fields(Bullet)}
+    assert paper_from_json(json.loads(json.dumps(data))) == paper
