@@ -26,7 +26,7 @@ import numpy as np
 
 from retrieval.corpus import Paper
 from retrieval.errors import RetrievalError
-from retrieval.hubness import paper_hub_scores
+from retrieval.alignment import english_corrections
 from retrieval.models import Mode
 from retrieval.search import Field_, Searcher
 
@@ -214,10 +214,11 @@ def title_fold(arxiv_id: str) -> int:
 def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
     """Every title as a query, bullets only.
 
-    The hubness correction (retrieval/hubness.py) compares bullets with a pool of titles; here
-    the pool must not hold the query's own title, or the query would reach its own text. So
-    the papers are split into two fixed halves and each half's titles are searched with hub
-    scores computed from the other half's titles only.
+    The query map (retrieval/alignment.py) is fitted on titles and the hubness correction
+    (retrieval/hubness.py) compares bullets with a pool of titles; here neither may use the
+    query's own title, or the query would reach its own text. So the papers are split into two
+    fixed halves and each half's titles are searched with a map and hub scores computed from the
+    other half's titles only.
     """
     queries = title_queries(searcher.papers)
     vectors = warm_query_vectors(searcher, [q.q for q in queries], mode)
@@ -226,16 +227,16 @@ def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
     pool = np.stack([vectors[p.title.strip()] for p in searcher.papers])
     offsets = np.array([0, *np.cumsum([len(p.bullets) for p in searcher.papers])], dtype=np.int64)
-    live = searcher.hub_scores
+    live = searcher.english_corrections
     ranked: list[Ranked] = []
     try:
         for fold in (0, 1):
             others = np.flatnonzero(folds != fold)
-            searcher.set_hub_scores(*paper_hub_scores(searcher.bullet_matrix, offsets, pool[others], others))
+            searcher.set_english_corrections(*english_corrections(searcher.bullet_matrix, offsets, pool, others))
             in_fold = [q for q, f in zip(queries, folds, strict=True) if f == fold]
             ranked += run_queries(searcher, in_fold, mode, ("bullets",))
     finally:
-        searcher.set_hub_scores(*live)
+        searcher.set_english_corrections(*live)
     return summarise(ranked, mode, "title")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
-from retrieval.hubness import paper_hub_scores
+from retrieval.alignment import english_corrections
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -223,15 +223,16 @@ def build_index(
             )
             titles = [title_document(p) for p in corpus.papers]
             title_vectors, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size)
-            # The hubness pool: every title embedded as a query (retrieval/hubness.py).
+            # Every title embedded as a query: trains the query map and is the hubness pool.
             title_queries, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size, as_queries=True)
             if after_embedding is not None:
                 after_embedding()
             offsets = np.array([*_bullet_offsets(corpus.papers), len(bullet_texts)], dtype=np.int64)
-            # FAISS releases the GIL: hub scores are computed while Kiwi tokenises and BM25 indexes.
+            # FAISS and BLAS release the GIL: the query map and hub scores are computed while Kiwi
+            # tokenises and BM25 indexes.
             hub_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubness")
             hub_future = hub_worker.submit(
-                paper_hub_scores, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers))
+                english_corrections, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers))
             )
             hub_worker.shutdown(wait=False)
             bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
@@ -245,7 +246,7 @@ def build_index(
                 "bm25_papers": BM25Index.build(paper_terms),
                 "bm25_titles": BM25Index.build(title_terms),
             }
-            hub_bullets, hub_papers = hub_future.result()
+            query_map, hub_bullets, hub_papers = hub_future.result()
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 model=embedder.name,
@@ -267,6 +268,7 @@ def build_index(
                 manifest,
                 hub_bullets,
                 hub_papers,
+                query_map,
             )
             final = directory.publish(tmp)
             directory.clean_stale()

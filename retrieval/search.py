@@ -22,6 +22,7 @@ import numpy as np
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
+from retrieval.alignment import map_queries
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
@@ -111,6 +112,7 @@ class Searcher:
         self._bm25_titles = BM25Index.load(index.bm25_dirs["bm25_titles"])
         self._bm25_papers = BM25Index.load(index.bm25_dirs["bm25_papers"])
         self._centroids = bullet_centroids(self._bullet_matrix, self._offsets)
+        self._query_map = index.query_map
         self._hub_bullets = index.hub_bullets
         self._hub_papers = index.hub_papers
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
@@ -220,16 +222,21 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
-    def set_hub_scores(self, bullets: np.ndarray, papers: np.ndarray) -> None:
-        """Replace the hub scores (the evaluation swaps in scores from a pool without its queries)."""
-        if bullets.shape != self._hub_bullets.shape or papers.shape != self._hub_papers.shape:
-            raise ValueError("hub scores must have one value per bullet and one per paper")
+    def set_english_corrections(self, query_map: np.ndarray, bullets: np.ndarray, papers: np.ndarray) -> None:
+        """Replace the query map and hub scores (the title task swaps in ones fitted without its queries)."""
+        if (
+            bullets.shape != self._hub_bullets.shape
+            or papers.shape != self._hub_papers.shape
+            or query_map.shape != self._query_map.shape
+        ):
+            raise ValueError("need a (dim, dim) query map, one hub score per bullet and one per paper")
+        self._query_map = query_map.astype(np.float32)
         self._hub_bullets = bullets.astype(np.float32)
         self._hub_papers = papers.astype(np.float32)
 
     @property
-    def hub_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._hub_bullets, self._hub_papers
+    def english_corrections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._query_map, self._hub_bullets, self._hub_papers
 
     @property
     def bullet_matrix(self) -> np.ndarray:
@@ -253,12 +260,16 @@ class Searcher:
         rows = np.full(total, -np.inf, dtype=np.float32)
         legs: list[Leg] = []
         qvec = qvec.astype(np.float32)
+        # English queries move towards the Korean bullets (retrieval/alignment.py); the title leg
+        # compares English with English and keeps the query as it is.
+        towards_bullets = map_queries(qvec, self._query_map, english)[0] if english > 0 else qvec
         if "bullets" in fields and total:
             # Exact inner products on one thread: at this size a single-threaded einsum (~2 ms for
             # 21k x 384) beats FAISS's and BLAS's thread pools, which cost a scheduler slice each
             # call when the cores are busy (e.g. embedding another query).
             scores = np.einsum("ij,j->i", self._bullet_matrix, qvec)
-            corrected = scores - (english * self.settings.hubness_bullets) * self._hub_bullets
+            mapped = np.einsum("ij,j->i", self._bullet_matrix, towards_bullets) if english > 0 else scores
+            corrected = mapped - (english * self.settings.hubness_bullets) * self._hub_bullets
             k = min(depth, total)
             top = np.argpartition(corrected, total - k)[total - k :] if k < total else np.arange(total)
             candidates = np.full(total, -np.inf, dtype=np.float32)
@@ -269,7 +280,7 @@ class Searcher:
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
             best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
             legs.append((best, self.settings.weight_dense_max))
-            centroid = np.einsum("ij,j->i", self._centroids, qvec)
+            centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
             legs.append((centroid, self.settings.weight_dense_centroid))
         if "title" in fields and len(self._title_matrix):

@@ -37,7 +37,7 @@ import numpy as np
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 CACHE_FILE = "cache.sqlite"
@@ -49,6 +49,7 @@ BULLETS_FAISS = "bullets.faiss"
 TITLES_FAISS = "titles.faiss"
 HUB_BULLETS_FILE = "hub_bullets.npy"
 HUB_PAPERS_FILE = "hub_papers.npy"
+QUERY_MAP_FILE = "query_map.npy"
 PAUSE_ENV = "RETRIEVAL_TEST_PAUSE_AT"
 PAUSE_STAGES = ("embedding", "write", "publish")
 
@@ -107,6 +108,7 @@ class IndexData:
     path: Path
     hub_bullets: np.ndarray  # hubness of each bullet vector (retrieval/hubness.py)
     hub_papers: np.ndarray  # hubness of each paper's bullet centroid
+    query_map: np.ndarray  # (dim, dim) map of English queries towards the bullets (retrieval/alignment.py)
 
     @property
     def bullet_rows(self) -> list[tuple[int, int]]:
@@ -269,6 +271,7 @@ def write_version(
     manifest: Manifest,
     hub_bullets: np.ndarray,
     hub_papers: np.ndarray,
+    query_map: np.ndarray,
 ) -> None:
     """Write all files of a version into `target` (a fresh temporary directory)."""
     dim = manifest.dim
@@ -276,6 +279,7 @@ def write_version(
     faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
     np.save(target / HUB_BULLETS_FILE, np.asarray(hub_bullets, dtype=np.float32), allow_pickle=False)
     np.save(target / HUB_PAPERS_FILE, np.asarray(hub_papers, dtype=np.float32), allow_pickle=False)
+    np.save(target / QUERY_MAP_FILE, np.asarray(query_map, dtype=np.float32), allow_pickle=False)
     with (target / PAPERS_FILE).open("w", encoding="utf-8") as handle:
         json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
     pause_point("write")
@@ -357,6 +361,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         papers = [paper_from_json(p) for p in json.loads((version / PAPERS_FILE).read_text(encoding="utf-8"))]
         hub_bullets = np.load(version / HUB_BULLETS_FILE, allow_pickle=False)
         hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
+        query_map = np.load(version / QUERY_MAP_FILE, allow_pickle=False)
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
@@ -371,11 +376,16 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"index {version} is inconsistent ({bullets.ntotal} bullet vectors, {bullet_count} bullets in "
             f"{PAPERS_FILE}, {titles.ntotal} title vectors for {len(papers)} papers); rebuild the index"
         )
-    if hub_bullets.shape != (bullet_count,) or hub_papers.shape != (len(papers),):
+    dim = manifest.dim
+    if (
+        hub_bullets.shape != (bullet_count,)
+        or hub_papers.shape != (len(papers),)
+        or query_map.shape != (dim, dim)
+    ):
         raise IndexCorruptError(
             f"index {version} is inconsistent ({HUB_BULLETS_FILE} has shape {hub_bullets.shape}, "
-            f"{HUB_PAPERS_FILE} {hub_papers.shape}, for {bullet_count} bullets of {len(papers)} papers); "
-            "rebuild the index"
+            f"{HUB_PAPERS_FILE} {hub_papers.shape}, {QUERY_MAP_FILE} {query_map.shape}, for "
+            f"{bullet_count} bullets of {len(papers)} papers of dim {dim}); rebuild the index"
         )
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
     return IndexData(
@@ -387,6 +397,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         version,
         hub_bullets.astype(np.float32),
         hub_papers.astype(np.float32),
+        query_map.astype(np.float32),
     )
 
 
