@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.alignment import english_corrections
 from retrieval.corpus import Paper
 from retrieval.errors import RetrievalError
-from retrieval.alignment import english_corrections
 from retrieval.models import Mode
 from retrieval.search import Field_, Searcher
 

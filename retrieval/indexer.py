@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.alignment import english_corrections
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
-from retrieval.alignment import english_corrections
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,

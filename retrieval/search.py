@@ -19,10 +19,10 @@ from typing import Literal
 
 import numpy as np
 
+from retrieval.alignment import map_queries
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
-from retrieval.alignment import map_queries
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
