@@ -55,6 +55,9 @@ class SearchSettings:
     weight_dense_centroid: float = 0.8
     weight_dense_title: float = 0.3
     weight_lexical_paper: float = 1.2
+    # for an all-English query; in between by the query's Latin share (the corrected dense legs
+    # carry English queries better, Korean ones still lean on BM25)
+    weight_lexical_paper_english: float = 0.6
     weight_lexical_title: float = 0.3
     # Hubness correction of the dense bullet and centroid legs for English queries: the cosine
     # minus this times the vector's hub score times the query's share of Latin letters.
@@ -137,6 +140,7 @@ class Searcher:
         fields = tuple(fields or self.settings.fields)
         query = query.strip()
         terms = self.query_terms(query)
+        english = latin_share(query)
         mask = self._filter_mask(filters)
         want = offset + limit
 
@@ -146,14 +150,14 @@ class Searcher:
         lexical_legs: list[Leg] = []
         lexical_rows = None
         if mode in ("lexical", "hybrid"):
-            lexical_legs, lexical_rows = self._lexical_scores(terms, fields)
+            lexical_legs, lexical_rows = self._lexical_scores(terms, english, fields)
         dense_legs: list[Leg] = []
         dense_rows = None
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None:
                 qvec = dense_future.result()
-                dense_legs, dense_rows = self._dense_scores(qvec, latin_share(query), fields, depth)
+                dense_legs, dense_rows = self._dense_scores(qvec, english, fields, depth)
             fused = self._fuse(mode, dense_legs, lexical_legs)
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -287,13 +291,16 @@ class Searcher:
             legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
         return legs, rows
 
-    def _lexical_scores(self, terms: list[str], fields: tuple[Field_, ...]) -> tuple[list[Leg], np.ndarray]:
+    def _lexical_scores(
+        self, terms: list[str], english: float, fields: tuple[Field_, ...]
+    ) -> tuple[list[Leg], np.ndarray]:
         """Lexical legs per paper (BM25 over the whole summary, over title and authors) and per-bullet BM25."""
         rows = np.zeros(len(self._row_paper), dtype=np.float32)
         legs: list[Leg] = []
         if "bullets" in fields and len(rows):
             rows = self._bm25_bullets.scores(terms)
-            legs.append((self._bm25_papers.scores(terms), self.settings.weight_lexical_paper))
+            korean, latin = self.settings.weight_lexical_paper, self.settings.weight_lexical_paper_english
+            legs.append((self._bm25_papers.scores(terms), korean + (latin - korean) * english))
         if "title" in fields:
             legs.append((self._bm25_titles.scores(terms), self.settings.weight_lexical_title))
         for scores, _ in legs:

@@ -243,7 +243,7 @@ def test_the_endpoint_runs_only_inside_the_lifespan_and_survives_a_restart(fake_
     assert post_without_lifespan().status_code == 503
     for _ in range(2):  # each start of the app gets a fresh SDK session manager
         with serve_in_thread(app) as base:
-            result = call(f"{base}/mcp", "search_papers", {"query": "CLIP contrastive image text", "k": 1})
+            result = call(f"{base}/mcp", "search_papers", {"query": "CLIP 이미지 텍스트 대조 학습", "k": 1})
             assert check_citations(result).results[0].id == "2103.00020"
     stopped = post_without_lifespan()
     assert stopped.status_code == 503 and stopped.json() == {"detail": "the MCP endpoint is not running"}

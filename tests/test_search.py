@@ -110,3 +110,12 @@ def test_evidence_scores_are_real_cosines_beyond_the_candidate_depth(fake_search
         for ev in hit.evidence:
             expected = float(fake_searcher._bullet_matrix[start + ev.position] @ qvec)
             assert ev.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_summary_bm25_weight_follows_the_query_language(fake_searcher: Searcher) -> None:
+    settings = fake_searcher.settings
+    terms = fake_searcher.query_terms("state space")
+    weights = [fake_searcher._lexical_scores(terms, english, ("bullets",))[0][0][1] for english in (0.0, 0.5, 1.0)]
+    korean, latin = settings.weight_lexical_paper, settings.weight_lexical_paper_english
+    assert weights == pytest.approx([korean, (korean + latin) / 2, latin])
+    assert latin < korean
