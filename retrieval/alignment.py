@@ -55,5 +55,5 @@ def english_corrections(
     centroids = bullet_centroids(bullet_vectors, offsets)
     weights = fit_query_map(title_queries[papers], centroids[papers])
     pool = map_queries(title_queries[papers], weights)
-    hub_bullets, hub_papers = paper_hub_scores(bullet_vectors, offsets, pool, papers)
+    hub_bullets, hub_papers = paper_hub_scores(bullet_vectors, offsets, centroids, pool, papers)
     return weights, hub_bullets, hub_papers

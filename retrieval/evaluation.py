@@ -226,13 +226,13 @@ def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
         return summarise(run_queries(searcher, queries, mode, ("bullets",)), mode, "title")
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
     pool = np.stack([vectors[p.title.strip()] for p in searcher.papers])
-    offsets = np.array([0, *np.cumsum([len(p.bullets) for p in searcher.papers])], dtype=np.int64)
     live = searcher.english_corrections
     ranked: list[Ranked] = []
     try:
         for fold in (0, 1):
             others = np.flatnonzero(folds != fold)
-            searcher.set_english_corrections(*english_corrections(searcher.bullet_matrix, offsets, pool, others))
+            fitted = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, pool, others)
+            searcher.set_english_corrections(*fitted)
             in_fold = [q for q, f in zip(queries, folds, strict=True) if f == fold]
             ranked += run_queries(searcher, in_fold, mode, ("bullets",))
     finally:

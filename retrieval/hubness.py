@@ -62,6 +62,7 @@ def bullet_centroids(bullet_vectors: np.ndarray, offsets: np.ndarray) -> np.ndar
 def paper_hub_scores(
     bullet_vectors: np.ndarray,
     offsets: np.ndarray,
+    centroids: np.ndarray,
     pool: np.ndarray,
     pool_owners: np.ndarray,
     k: int = DEFAULT_NEIGHBOURS,
@@ -69,14 +70,15 @@ def paper_hub_scores(
     """Hub scores of every bullet and of every paper's bullet centroid against one pool.
 
     `offsets` has one entry per paper plus the end (paper i owns rows offsets[i]:offsets[i+1]);
-    `pool_owners[j]` is the paper whose title is pool row j.
+    `centroids` are `bullet_centroids(bullet_vectors, offsets)`; `pool_owners[j]` is the paper
+    whose title is pool row j.
     """
     counts = np.diff(offsets)
     bullet_owners = np.repeat(np.arange(len(counts)), counts)
     paper_owners = np.arange(len(counts))
     return (
         hub_scores(bullet_vectors, bullet_owners, pool, pool_owners, k),
-        hub_scores(bullet_centroids(bullet_vectors, offsets), paper_owners, pool, pool_owners, k),
+        hub_scores(centroids, paper_owners, pool, pool_owners, k),
     )
 
 

@@ -247,6 +247,11 @@ class Searcher:
         """Every bullet vector, in paper order (read-only use)."""
         return self._bullet_matrix
 
+    @property
+    def bullet_offsets(self) -> np.ndarray:
+        """Paper i owns rows bullet_offsets[i]:bullet_offsets[i + 1] of `bullet_matrix` (read-only use)."""
+        return self._offsets
+
     def remember_query_vectors(self, vectors: dict[str, np.ndarray]) -> None:
         """Seed the query-vector cache (used by the evaluation to embed queries in batches)."""
         with self._cache_lock:

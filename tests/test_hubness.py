@@ -39,12 +39,14 @@ def test_paper_hub_scores_cover_bullets_and_centroids() -> None:
     assert centroids.shape == (2, 2)
     assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
     pool = _unit([1, 0], [0, 1], [1, 1], [1, -1])
-    per_bullet, per_paper = paper_hub_scores(bullets, offsets, pool, np.array([0, 1, 2, 3]), k=1)
+    per_bullet, per_paper = paper_hub_scores(bullets, offsets, centroids, pool, np.array([0, 1, 2, 3]), k=1)
     assert per_bullet.shape == (3,) and per_paper.shape == (2,)
     # paper 0's bullets may not use pool row 0 (its own title); their nearest is then [1,1] or [1,-1]
     assert per_bullet[0] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
     # paper 1's bullet [0,1] may not use row 1; its nearest other row is [1,1]
     assert per_bullet[2] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
+    # so does paper 1's centroid (its only bullet)
+    assert per_paper[1] == pytest.approx(1 / np.sqrt(2), abs=1e-6)
 
 
 @pytest.mark.parametrize(
