@@ -181,13 +181,20 @@ def test_query_map_recovers_a_linear_relation_and_respects_strength() -> None:
     assert np.allclose(moved[2], full / np.linalg.norm(full), atol=1e-5)
 
 
-def test_korean_queries_are_not_mapped(fake_searcher: Searcher) -> None:
+def test_the_query_map_moves_english_queries_only(fake_searcher: Searcher) -> None:
     live = fake_searcher.english_corrections
     query = "선택적 상태 공간 모델"
+    qvec = fake_searcher._embed_query(query)
     before = _top(fake_searcher, query)
+    legs = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000)[0] for english in (0.0, 1.0)]
     try:
         scrambled = np.random.default_rng(1).standard_normal(live[0].shape).astype(np.float32)
         fake_searcher.set_english_corrections(scrambled, live[1], live[2])
-        assert _top(fake_searcher, query) == before
+        assert _top(fake_searcher, query) == before  # no Latin letters: ranked as before
+        after = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000)[0] for english in (0.0, 1.0)]
     finally:
         fake_searcher.set_english_corrections(*live)
+    for (old_leg, _), (new_leg, _) in zip(legs[0], after[0], strict=True):
+        assert np.array_equal(old_leg, new_leg)  # share 0: the map is not applied
+    for (old_leg, _), (new_leg, _) in zip(legs[1], after[1], strict=True):
+        assert not np.allclose(old_leg, new_leg)  # share 1: both the bullet and centroid legs move
