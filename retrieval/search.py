@@ -152,12 +152,12 @@ class Searcher:
         if mode in ("lexical", "hybrid"):
             lexical_legs, lexical_rows = self._lexical_scores(terms, english, fields)
         dense_legs: list[Leg] = []
-        dense_rows = None
+        qvec = None
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None:
                 qvec = dense_future.result()
-                dense_legs, dense_rows = self._dense_scores(qvec, english, fields, depth)
+                dense_legs = self._dense_scores(qvec, english, fields, depth)
             fused = self._fuse(mode, dense_legs, lexical_legs)
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -167,7 +167,8 @@ class Searcher:
         order = candidates[np.lexsort((candidates, -fused[candidates]))]
         page = order[offset : offset + limit]
         marks = terms + query_words(query)
-        results = [self._hit(int(pi), float(fused[pi]), dense_rows, lexical_rows, marks, mode) for pi in page]
+        cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
+        results = [self._hit(int(pi), float(fused[pi]), cite_by, lexical_rows, marks, mode) for pi in page]
         return SearchResponse(
             query=query,
             mode=mode,
@@ -194,7 +195,8 @@ class Searcher:
         mask[pi] = False
         candidates = np.flatnonzero(mask)
         order = candidates[np.argsort(-paper_scores[candidates], kind="stable")][:limit]
-        results = [self._hit(int(p), float(paper_scores[p]), row_scores, None, [], "dense") for p in order]
+        centroid = self._centroids[pi]
+        results = [self._hit(int(p), float(paper_scores[p]), centroid, None, [], "dense") for p in order]
         return SearchResponse(
             query=f"similar:{arxiv_id}",
             mode="dense",
@@ -262,11 +264,10 @@ class Searcher:
 
     def _dense_scores(
         self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int
-    ) -> tuple[list[Leg], np.ndarray]:
-        """Dense legs per paper (best bullet among the top `depth` bullets, bullet centroid, title)
-        and every bullet's cosine (for the evidence). `english` (0-1) scales the hubness correction."""
+    ) -> list[Leg]:
+        """Dense legs per paper: best bullet among the top `depth` bullets, bullet centroid, title.
+        `english` (0-1) scales the query map and the hubness correction."""
         total = self.index.bullet_vectors.ntotal
-        rows = np.full(total, -np.inf, dtype=np.float32)
         legs: list[Leg] = []
         qvec = qvec.astype(np.float32)
         # English queries move towards the Korean bullets (retrieval/alignment.py); the title leg
@@ -276,14 +277,12 @@ class Searcher:
             # Exact inner products on one thread: at this size a single-threaded einsum (~2 ms for
             # 21k x 384) beats FAISS's and BLAS's thread pools, which cost a scheduler slice each
             # call when the cores are busy (e.g. embedding another query).
-            scores = np.einsum("ij,j->i", self._bullet_matrix, qvec)
-            mapped = np.einsum("ij,j->i", self._bullet_matrix, towards_bullets) if english > 0 else scores
-            corrected = mapped - (english * self.settings.hubness_bullets) * self._hub_bullets
+            scores = np.einsum("ij,j->i", self._bullet_matrix, towards_bullets)
+            corrected = scores - (english * self.settings.hubness_bullets) * self._hub_bullets
             k = min(depth, total)
             top = np.argpartition(corrected, total - k)[total - k :] if k < total else np.arange(total)
             candidates = np.full(total, -np.inf, dtype=np.float32)
             candidates[top] = corrected[top]
-            rows = scores.astype(np.float32)
             best = self._group_max(candidates)
             # Papers with no bullet in the candidate set score at most the weakest candidate.
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
@@ -294,7 +293,7 @@ class Searcher:
             legs.append((centroid, self.settings.weight_dense_centroid))
         if "title" in fields and len(self._title_matrix):
             legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
-        return legs, rows
+        return legs
 
     def _lexical_scores(
         self, terms: list[str], english: float, fields: tuple[Field_, ...]
@@ -349,17 +348,21 @@ class Searcher:
         self,
         pi: int,
         score: float,
-        dense_rows: np.ndarray | None,
+        cite_by: np.ndarray | None,
         lexical_rows: np.ndarray | None,
         terms: list[str],
         mode: Mode,
     ) -> PaperHit:
+        """One result with its evidence: bullets ranked by cosine to `cite_by` (the query vector;
+        None: no dense scores) and, outside dense mode, by BM25 (`lexical_rows`, every bullet)."""
         paper = self.papers[pi]
         start = int(self._offsets[pi])
+        rows = self._bullet_matrix[start : int(self._offsets[pi + 1])]
+        cosines = rows @ cite_by.astype(np.float32) if cite_by is not None else None
         scored: list[tuple[float, float, int]] = []
         for b in paper.bullets:
             row = start + b.position
-            dense = float(dense_rows[row]) if dense_rows is not None and np.isfinite(dense_rows[row]) else None
+            dense = float(cosines[b.position]) if cosines is not None else None
             lexical = float(lexical_rows[row]) if lexical_rows is not None else 0.0
             primary = dense if mode != "lexical" and dense is not None else lexical
             scored.append((primary, lexical, b.position))
