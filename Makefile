@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORPUS ?= examples/sample
-INDEX ?= index/sample
+INDEX ?= index/default
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -46,4 +46,4 @@ lint: setup-dev
 	$(BIN)/mypy retrieval
 
 clean:
-	rm -rf $(VENV) index/sample .pytest_cache
+	rm -rf $(VENV) index/default index/sample .pytest_cache

@@ -1,66 +1,49 @@
 """The `retrieval` command: build-index, search, serve, mcp, eval.
 
-Domain errors become one line on stderr and a non-zero exit code; never a traceback.
+User errors become one line on stderr and a documented exit code (see `retrieval.errors.ERROR_CODES`:
+2 usage, 3 corpus, 4 no index, 5 damaged index, 6 model mismatch, 7 locked, 8 model, 9 no such paper,
+10 service); never a traceback. Flags override the `RETRIEVAL_*` environment only when given.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from retrieval import __version__
 from retrieval.config import DEFAULT_INDEX, Settings
 from retrieval.embedding import DEFAULT_MODEL
-from retrieval.errors import (
-    CorpusError,
-    EmbedderError,
-    IndexCorruptError,
-    IndexLockedError,
-    IndexMismatchError,
-    IndexNotFoundError,
-    PaperNotFoundError,
-    RetrievalError,
-)
+from retrieval.errors import RetrievalError, error_codes
+from retrieval.requests import InvalidRequest, parse_search_request
 
-EXIT_CODES: dict[type[RetrievalError], int] = {
-    CorpusError: 3,
-    IndexNotFoundError: 4,
-    IndexCorruptError: 5,
-    IndexMismatchError: 6,
-    IndexLockedError: 7,
-    EmbedderError: 8,
-    PaperNotFoundError: 9,
-}
+INDEX_HELP = f"index directory (default: $RETRIEVAL_INDEX_DIR, else {DEFAULT_INDEX})"
 
 
-def _iso_date(value: str) -> str:
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from exc
+def settings_from(args: argparse.Namespace, **flags: str) -> Settings:
+    """Settings from the environment, overridden by the flags the user actually gave.
 
-
-def _limit(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 100:
-        raise argparse.ArgumentTypeError("must be between 1 and 100")
-    return number
+    `flags` maps setting names to argparse destinations; a flag left at None was not given.
+    """
+    given = {name: getattr(args, dest) for name, dest in flags.items() if getattr(args, dest, None) is not None}
+    return Settings(**given)
 
 
 def cmd_build_index(args: argparse.Namespace) -> int:
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
 
-    embedder = load_embedder(args.model, batch_size=args.batch_size)
+    settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size")
+    embedder = load_embedder(settings.model, batch_size=settings.batch_size)
     report = build_index(
         args.corpus,
-        args.index,
+        settings.index_dir,
         embedder,
         show_progress=sys.stderr.isatty() and not args.json,
-        batch_size=args.batch_size,
+        batch_size=settings.batch_size,
     )
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
@@ -79,20 +62,16 @@ def cmd_build_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from retrieval.search import Filters
     from retrieval.service import open_searcher
 
-    searcher = open_searcher(args.index)
-    query = args.query.strip()
-    if not query:
-        print("error: the query is empty", file=sys.stderr)
-        return 2
+    settings = settings_from(args, index_dir="index")
+    fields: dict[str, Any] = {"q": args.query, "k": args.k, "offset": args.offset, "mode": args.mode}
+    fields |= {"date_from": args.date_from, "date_to": args.date_to, "min_votes": args.min_votes}
+    fields |= {"author": args.author}
+    request = parse_search_request(fields, settings.request_limits())  # before the index loads: fail fast
+    searcher = open_searcher(settings.index_dir)
     response = searcher.search(
-        query,
-        mode=args.mode,
-        limit=args.k,
-        offset=args.offset,
-        filters=Filters(date_from=args.date_from, date_to=args.date_to, min_votes=args.min_votes, author=args.author),
+        request.q.strip(), mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters()
     )
     if args.json:
         print(response.model_dump_json())
@@ -106,69 +85,87 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from retrieval.api import run_server
 
-    settings = Settings(index_dir=args.index, host=args.host, port=args.port)
-    run_server(settings)
+    run_server(settings_from(args, index_dir="index", host="host", port="port"))
     return 0
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     from retrieval.mcp_server import run_stdio
 
-    run_stdio(Settings(index_dir=args.index))
+    run_stdio(settings_from(args, index_dir="index"))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from retrieval.evaluation import run_cli
 
+    args.index = settings_from(args, index_dir="index").index_dir
     return run_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrieval", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     build = sub.add_parser("build-index", help="parse digests, embed bullets, write the index")
     build.add_argument("corpus", type=Path, help="folder searched recursively for *.md digests, or one file")
-    build.add_argument("--index", type=Path, default=DEFAULT_INDEX, help=f"index directory (default {DEFAULT_INDEX})")
+    build.add_argument("--index", type=Path, help=INDEX_HELP)
     build.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model spec (default {DEFAULT_MODEL}; or st:<name or path>)"
+        "--model",
+        help=f"model spec: {DEFAULT_MODEL} or st:<name or path> (default: $RETRIEVAL_MODEL, else {DEFAULT_MODEL})",
     )
-    build.add_argument("--batch-size", type=int, default=256, help="texts per embedding call")
-    build.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
-    build.set_defaults(func=cmd_build_index)
+    build.add_argument(
+        "--batch-size", type=int, help="texts per embedding call (default: $RETRIEVAL_BATCH_SIZE, else 256)"
+    )
+    build.add_argument("--json", action="store_true", help="print one JSON summary on stdout (default: a line of text)")
+    build.set_defaults(func=cmd_build_index, command_parser=build)
 
     search = sub.add_parser("search", help="search an index from the command line")
-    search.add_argument("query")
-    search.add_argument("--index", type=Path, default=DEFAULT_INDEX)
-    search.add_argument("-k", type=_limit, default=10, help="results per page (1-100)")
-    search.add_argument("--offset", type=int, default=0)
-    search.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="hybrid")
-    search.add_argument("--date-from", type=_iso_date)
-    search.add_argument("--date-to", type=_iso_date)
-    search.add_argument("--min-votes", type=int)
-    search.add_argument("--author")
-    search.add_argument("--json", action="store_true", help="print the same JSON object as the HTTP API")
-    search.set_defaults(func=cmd_search)
+    search.add_argument("query", help="what to look for, in Korean or English")
+    search.add_argument("--index", type=Path, help=INDEX_HELP)
+    search.add_argument("-k", type=int, default=10, help="results per page, 1-100 (default: 10)")
+    search.add_argument("--offset", type=int, default=0, help="results to skip, for paging (default: 0)")
+    search.add_argument(
+        "--mode", choices=["dense", "lexical", "hybrid"], default="hybrid", help="ranking (default: hybrid)"
+    )
+    search.add_argument(
+        "--date-from", metavar="YYYY-MM-DD", help="only papers on or after this digest date (default: any)"
+    )
+    search.add_argument(
+        "--date-to", metavar="YYYY-MM-DD", help="only papers on or before this digest date (default: any)"
+    )
+    search.add_argument("--min-votes", type=int, help="only papers with at least this many votes (default: any)")
+    search.add_argument("--author", help="only papers with an author containing this text (default: any)")
+    search.add_argument(
+        "--json", action="store_true", help="print the same JSON object as the HTTP API (default: a table)"
+    )
+    search.set_defaults(func=cmd_search, command_parser=search)
 
     serve = sub.add_parser("serve", help="serve the HTTP API and the search page")
-    serve.add_argument("--index", type=Path, default=DEFAULT_INDEX)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.set_defaults(func=cmd_serve)
+    serve.add_argument("--index", type=Path, help=INDEX_HELP)
+    serve.add_argument("--host", help="address to listen on (default: $RETRIEVAL_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: $RETRIEVAL_PORT, else 8000)")
+    serve.set_defaults(func=cmd_serve, command_parser=serve)
 
     mcp = sub.add_parser("mcp", help="run the MCP server on stdio")
-    mcp.add_argument("--index", type=Path, default=DEFAULT_INDEX)
-    mcp.set_defaults(func=cmd_mcp)
+    mcp.add_argument("--index", type=Path, help=INDEX_HELP)
+    mcp.set_defaults(func=cmd_mcp, command_parser=mcp)
 
     evaluate = sub.add_parser("eval", help="measure retrieval quality")
-    evaluate.add_argument("--corpus", type=Path, help="corpus folder (title task; builds or reuses --index)")
-    evaluate.add_argument("--index", type=Path, default=DEFAULT_INDEX)
-    evaluate.add_argument("--queries", type=Path, help="JSON lines {q, ids, lang?}: the query-file task")
-    evaluate.add_argument("--mode", choices=["dense", "lexical", "hybrid"])
-    evaluate.add_argument("--all-modes", action="store_true", help="evaluate every mode")
-    evaluate.add_argument("--json", action="store_true")
-    evaluate.set_defaults(func=cmd_eval)
+    evaluate.add_argument(
+        "--corpus",
+        type=Path,
+        help="corpus folder: build or update --index from it first (default: use the index as is)",
+    )
+    evaluate.add_argument("--index", type=Path, help=INDEX_HELP)
+    evaluate.add_argument(
+        "--queries", type=Path, help="JSON lines {q, ids, lang?}: the query-file task (default: the title task)"
+    )
+    evaluate.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="ranking to measure (default: hybrid)")
+    evaluate.add_argument("--all-modes", action="store_true", help="measure every mode (default: only --mode)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
+    evaluate.set_defaults(func=cmd_eval, command_parser=evaluate)
     return parser
 
 
@@ -178,12 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
+    except InvalidRequest as exc:
+        # argparse's own form for bad arguments: usage line, "error: ...", exit 2.
+        args.command_parser.error(str(exc).replace("q: ", "query: ", 1))
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CODES.get(type(exc), 1)
+        return error_codes(exc)[0]
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    return 2  # pragma: no cover - parser.error exits
 
 
 if __name__ == "__main__":  # pragma: no cover

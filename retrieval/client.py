@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from retrieval.errors import RetrievalError
+from retrieval.errors import ServiceError
 from retrieval.models import Mode, PaperDetail, SearchResponse
 
 if TYPE_CHECKING:
@@ -20,14 +20,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 30.0
 _Body = TypeVar("_Body", SearchResponse, PaperDetail)
-
-
-class ServiceError(RetrievalError):
-    """The search service could not be reached or answered with an error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class SearchClient:

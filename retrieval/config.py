@@ -6,12 +6,15 @@ Created in `main` or the app factory and passed down; never a module-level globa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retrieval.embedding import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from retrieval.requests import RequestLimits
 
 DEFAULT_INDEX = Path("index/default")
 
@@ -35,6 +38,12 @@ class Settings(BaseSettings):
     max_offset: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=16_384, ge=256)
     candidate_depth: int = Field(default=2000, ge=10, le=1_000_000)
+
+    def request_limits(self) -> RequestLimits:
+        """The bounds every front end applies to a search request."""
+        from retrieval.requests import RequestLimits
+
+        return RequestLimits(max_query_chars=self.max_query_chars, max_limit=self.max_limit, max_offset=self.max_offset)
 
     @field_validator("api_token", mode="before")
     @classmethod

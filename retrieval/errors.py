@@ -1,4 +1,6 @@
-"""Domain exceptions. The CLI turns them into exit codes, the API into HTTP statuses."""
+"""Domain exceptions, and the one table that maps each to a CLI exit code and an HTTP status."""
+
+from __future__ import annotations
 
 
 class RetrievalError(Exception):
@@ -31,3 +33,42 @@ class IndexLockedError(RetrievalError):
 
 class PaperNotFoundError(RetrievalError):
     """No paper with the requested arXiv id is in the index."""
+
+
+class UsageError(RetrievalError):
+    """The user asked for something impossible: a bad request, a path of the wrong kind, a busy port."""
+
+
+class QueryFileError(UsageError):
+    """A query file line is not valid JSON of the expected shape."""
+
+
+class ServiceError(RetrievalError):
+    """The search service could not be reached or answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# (exit code, HTTP status) per error; a subclass takes its nearest listed ancestor's codes.
+# Exit codes 0 (success), 1 (unexpected failure), 2 (usage) and 130 (interrupted) are reserved.
+ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
+    UsageError: (2, 422),
+    CorpusError: (3, 422),
+    IndexNotFoundError: (4, 503),
+    IndexCorruptError: (5, 503),
+    IndexMismatchError: (6, 503),
+    IndexLockedError: (7, 409),
+    EmbedderError: (8, 503),
+    PaperNotFoundError: (9, 404),
+    ServiceError: (10, 502),
+}
+
+
+def error_codes(exc: RetrievalError) -> tuple[int, int]:
+    """The exit code and HTTP status of `exc`: those of the nearest class in `ERROR_CODES`."""
+    for kind in type(exc).__mro__:
+        if kind in ERROR_CODES:
+            return ERROR_CODES[kind]
+    return (1, 500)

@@ -26,17 +26,13 @@ import numpy as np
 
 from retrieval.alignment import english_corrections
 from retrieval.corpus import Paper
-from retrieval.errors import RetrievalError
+from retrieval.errors import QueryFileError
 from retrieval.models import Mode
 from retrieval.search import Field_, Searcher
 
 MODES: tuple[Mode, ...] = ("dense", "lexical", "hybrid")
 DEFAULT_MODE: Mode = "hybrid"
 CUTOFF = 10
-
-
-class QueryFileError(RetrievalError):
-    """A query file line is not valid JSON of the expected shape."""
 
 
 @dataclass(frozen=True)
@@ -189,9 +185,7 @@ def summarise(ranked_queries: Sequence[Ranked], mode: Mode, task: str) -> EvalRe
     )
 
 
-def warm_query_vectors(
-    searcher: Searcher, texts: Sequence[str], mode: Mode, batch: int = 256
-) -> dict[str, np.ndarray]:
+def warm_query_vectors(searcher: Searcher, texts: Sequence[str], mode: Mode, batch: int = 256) -> dict[str, np.ndarray]:
     """Embed all queries in batches up front (same vectors, far fewer engine calls)."""
     if mode == "lexical":
         return {}

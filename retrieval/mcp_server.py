@@ -3,28 +3,28 @@
 Two tools, built by `build_mcp` over a callable that returns the current `Searcher` (the HTTP
 app swaps searchers on reload, so the tools look it up on every call):
 
-* `search_papers(query, k, date_from, date_to, min_votes)`: papers with their cited bullets,
+* `search_papers(query, k, date_from, date_to, min_votes, author, mode)`: papers with their cited bullets,
   as structured content and as text with numbered citations [1], [2], ...
 * `get_paper(arxiv_id)`: one paper's whole summary.
 
 Transports: stdio (`retrieval mcp --index DIR`, see `run_stdio`) and streamable HTTP mounted
 at `/mcp` in a FastAPI app (`mount_mcp`, whose result runs in the app's lifespan). Bad input
-comes back as a tool error (`isError`), never as a crash of the server.
+comes back as a one-line tool error (`isError`), never as a crash of the server: the arguments are
+checked by the same `parse_search_request` as every other front end.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,11 +33,12 @@ from retrieval.config import Settings
 from retrieval.errors import PaperNotFoundError, RetrievalError
 from retrieval.models import Mode, PaperDetail, SearchResponse
 from retrieval.render import citation_numbers, render_citations, render_paper
-from retrieval.search import Filters, Searcher, SearchSettings
+from retrieval.requests import InvalidRequest, RequestLimits, parse_search_request
+from retrieval.search import Searcher, SearchSettings
 
 SERVER_NAME = "daily-papers"
-MAX_K = 20
 DEFAULT_K = 5
+K_DESCRIPTION = f"how many papers to return: 1 to the server's max_limit (100 unless configured); default {DEFAULT_K}"
 
 INSTRUCTIONS = (
     "Search Korean summaries of Hugging Face Daily Papers (AI/ML research papers). "
@@ -52,11 +53,13 @@ SEARCH_DESCRIPTION = (
     "'low-rank adaptation of language models'). The summaries are in Korean. Returns the best papers "
     "first, each with arXiv id, title, arXiv URL, digest dates, votes, score and the summary bullets "
     "that matched, numbered [1], [2], ... across the whole answer so they can be cited; "
-    "structured content carries the same data. Optional filters: digest date range, minimum votes."
+    "structured content carries the same data. Optional filters: digest date range, minimum votes, "
+    "author."
 )
 
 PAPER_DESCRIPTION = (
-    "Get the whole Korean summary of one paper by its arXiv id (e.g. '2106.09685'): title, arXiv URL, "
+    "Get the whole Korean summary of one paper by its arXiv id (e.g. '2106.09685', also '2106.09685v2', "
+    "'arXiv:2106.09685' or its arxiv.org URL): title, arXiv URL, "
     "digest dates, votes, authors and every bullet with its position and section. Use it after "
     "search_papers to read more than the cited bullets."
 )
@@ -122,29 +125,16 @@ def search_result(response: SearchResponse) -> SearchPapersResult:
 
 
 # --------------------------------------------------------------------------- input checks
-def _check_query(query: str, max_chars: int) -> str:
-    query = query.strip()
-    if not query:
-        raise ToolError("the query is empty: describe the paper you are looking for, in Korean or English")
-    if len(query) > max_chars:
-        raise ToolError(f"the query is {len(query)} characters long; the limit is {max_chars}")
-    return query
+class OneLineErrors(MCPServer):
+    """An MCP server whose argument-type errors are one line, like every other tool error."""
 
-
-def _check_date(name: str, value: str | None) -> str | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        return dt.date.fromisoformat(value.strip()).isoformat()
-    except ValueError:
-        raise ToolError(f"{name} must be a date written YYYY-MM-DD, got {value!r}") from None
-
-
-def _filters(date_from: str | None, date_to: str | None, min_votes: int | None) -> Filters:
-    start, end = _check_date("date_from", date_from), _check_date("date_to", date_to)
-    if start and end and start > end:
-        raise ToolError(f"date_from {start} is after date_to {end}")
-    return Filters(date_from=start, date_to=end, min_votes=min_votes)
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(f"invalid arguments: {InvalidRequest.from_validation(exc.__cause__)}") from None
+            raise
 
 
 def _current(get_searcher: Callable[[], Searcher | None]) -> Searcher:
@@ -158,26 +148,35 @@ def _current(get_searcher: Callable[[], Searcher | None]) -> Searcher:
 
 
 # --------------------------------------------------------------------------- server
-def build_mcp(get_searcher: Callable[[], Searcher | None], max_query_chars: int = 1000) -> MCPServer:
+def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits | None = None) -> MCPServer:
     """An MCP server with the `search_papers` and `get_paper` tools over `get_searcher()`."""
+    limits = limits or RequestLimits()
     # The SDK calls logging.basicConfig at construction: at INFO, every library's logs would be echoed.
-    server: MCPServer = MCPServer(SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    server: MCPServer = OneLineErrors(SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool(title="Search Daily Papers", description=SEARCH_DESCRIPTION, annotations=READ_ONLY)
     def search_papers(
         query: Annotated[str, Field(description="what to look for, in Korean or English")],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description=f"how many papers to return (1-{MAX_K})")] = DEFAULT_K,
+        k: Annotated[int, Field(description=K_DESCRIPTION)] = DEFAULT_K,
         date_from: Annotated[
             str | None, Field(description="only papers in digests on or after this date (YYYY-MM-DD)")
         ] = None,
         date_to: Annotated[
             str | None, Field(description="only papers in digests on or before this date (YYYY-MM-DD)")
         ] = None,
-        min_votes: Annotated[int | None, Field(ge=0, description="only papers with at least this many votes")] = None,
+        min_votes: Annotated[int | None, Field(description="only papers with at least this many votes (>= 0)")] = None,
+        author: Annotated[str | None, Field(description="only papers with an author containing this text")] = None,
+        mode: Annotated[Mode, Field(description="hybrid (default), dense (meaning) or lexical (keywords)")] = "hybrid",
     ) -> Annotated[CallToolResult, SearchPapersResult]:
-        text = _check_query(query, max_query_chars)
-        filters = _filters(date_from, date_to, min_votes)
-        response = _current(get_searcher).search(text, mode="hybrid", limit=k, filters=filters)
+        arguments = {"q": query, "k": k, "date_from": date_from, "date_to": date_to}
+        arguments |= {"min_votes": min_votes, "author": author, "mode": mode}
+        try:
+            request = parse_search_request(arguments, limits)
+        except InvalidRequest as exc:
+            raise ToolError(f"invalid arguments: {exc}".replace("q: ", "query: ", 1)) from None
+        response = _current(get_searcher).search(
+            request.q.strip(), mode=request.mode, limit=request.k, filters=request.filters()
+        )
         return CallToolResult(
             content=[TextContent(type="text", text=render_citations(response))],
             structured_content=search_result(response).model_dump(mode="json"),
@@ -185,7 +184,7 @@ def build_mcp(get_searcher: Callable[[], Searcher | None], max_query_chars: int 
 
     @server.tool(title="Get a paper summary", description=PAPER_DESCRIPTION, annotations=READ_ONLY)
     def get_paper(
-        arxiv_id: Annotated[str, Field(description="arXiv id, e.g. 2106.09685")],
+        arxiv_id: Annotated[str, Field(description="arXiv id in any usual spelling, e.g. 2106.09685")],
     ) -> Annotated[CallToolResult, PaperDetail]:
         if not arxiv_id.strip():
             raise ToolError("arxiv_id is empty: give an arXiv id such as 2106.09685")
@@ -212,7 +211,7 @@ def run_stdio(settings: Settings) -> None:
     searcher = open_searcher(settings.index_dir, settings=SearchSettings(candidate_depth=settings.candidate_depth))
     searcher.search("warm-up 검색 준비", limit=1)  # loads the model and the Korean tokenizer now
     try:
-        build_mcp(lambda: searcher, max_query_chars=settings.max_query_chars).run("stdio")
+        build_mcp(lambda: searcher, limits=settings.request_limits()).run("stdio")
     finally:
         searcher.close()
 
@@ -262,7 +261,7 @@ def mount_mcp(
     *,
     path: str = "/mcp",
     host: str = "127.0.0.1",
-    max_query_chars: int = 1000,
+    limits: RequestLimits | None = None,
 ) -> MountedMCP:
     """Serve the MCP tools over streamable HTTP at `path` of `app`.
 
@@ -270,6 +269,6 @@ def mount_mcp(
     (`async with mcp: yield`). `host` is the address the app listens on: for a loopback address
     the SDK's DNS-rebinding protection only accepts loopback Host and Origin headers.
     """
-    endpoint = MountedMCP(build_mcp(get_searcher, max_query_chars=max_query_chars), path, host)
+    endpoint = MountedMCP(build_mcp(get_searcher, limits=limits), path, host)
     app.router.routes.append(Route(path, endpoint=endpoint))
     return endpoint

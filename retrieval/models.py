@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -9,6 +10,16 @@ from pydantic import BaseModel, Field
 from retrieval.corpus import Paper
 
 Mode = Literal["dense", "lexical", "hybrid"]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Paper filters; all optional. Dates are ISO `YYYY-MM-DD` strings, inclusive."""
+
+    date_from: str | None = None
+    date_to: str | None = None
+    min_votes: int | None = None
+    author: str | None = None
 
 
 class PaperInfo(BaseModel):

@@ -24,23 +24,16 @@ from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
 from retrieval.hubness import bullet_centroids, latin_share
+from retrieval.ids import normalise_arxiv_id
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
-from retrieval.models import Evidence, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
+from retrieval.models import Evidence, Filters, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
+__all__ = ["ALL_FIELDS", "Field_", "Filters", "Searcher", "SearchSettings"]
+
 Field_ = Literal["bullets", "title"]
 ALL_FIELDS: tuple[Field_, ...] = ("bullets", "title")
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Paper filters; all optional. Dates are ISO `YYYY-MM-DD` strings, inclusive."""
-
-    date_from: str | None = None
-    date_to: str | None = None
-    min_votes: int | None = None
-    author: str | None = None
 
 
 @dataclass
@@ -262,9 +255,7 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _dense_scores(
-        self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int
-    ) -> list[Leg]:
+    def _dense_scores(self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int) -> list[Leg]:
         """Dense legs per paper: best bullet among the top `depth` bullets, bullet centroid, title.
         `english` (0-1) scales the query map and the hubness correction."""
         total = self.index.bullet_vectors.ntotal
@@ -408,7 +399,8 @@ class Searcher:
         return warnings
 
     def _paper_index(self, arxiv_id: str) -> int:
-        pi = self._by_id.get(arxiv_id.strip())
+        """The paper named by `arxiv_id` in any usual spelling (vN, arXiv:, its URL)."""
+        pi = self._by_id.get(normalise_arxiv_id(arxiv_id) or arxiv_id.strip())
         if pi is None:
             raise PaperNotFoundError(f"no paper with arXiv id {arxiv_id!r} in the index")
         return pi

@@ -35,7 +35,7 @@ import faiss
 import numpy as np
 
 from retrieval.corpus import Bullet, Paper
-from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
+from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, UsageError
 
 FORMAT_VERSION = 4
 CURRENT_FILE = "CURRENT"
@@ -182,6 +182,7 @@ class IndexDirectory:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        _refuse_non_directory(self.path)
 
     @property
     def versions(self) -> Path:
@@ -202,9 +203,15 @@ class IndexDirectory:
 
     @contextmanager
     def build_lock(self) -> Iterator[None]:
-        """Hold the exclusive build lock; raise `IndexLockedError` if another build has it."""
+        """Hold the exclusive build lock; raise `IndexLockedError` if another build has it.
+
+        When the build fails before any version was published, the lock file (and the directory,
+        if this build created it and left nothing else) is removed again.
+        """
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         handle = (self.path / LOCK_FILE).open("a+")
+        locked = False
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,13 +220,25 @@ class IndexDirectory:
                     f"another build is running on {self.path} (it holds {self.path / LOCK_FILE}); "
                     "wait for it to finish and run again"
                 ) from exc
+            locked = True
             handle.seek(0)
             handle.truncate()
             handle.write(f"{os.getpid()}\n")
             handle.flush()
             yield
+        except BaseException:
+            if locked and not self.exists():
+                self._remove_failed_first_build(created)
+            raise
         finally:
             handle.close()
+
+    def _remove_failed_first_build(self, created: bool) -> None:
+        (self.path / LOCK_FILE).unlink(missing_ok=True)
+        if self.versions.is_dir() and not any(self.versions.iterdir()):
+            self.versions.rmdir()
+        if created and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def clean_stale(self) -> list[str]:
         """Remove temporary and superseded versions. Call only while holding the build lock."""
@@ -331,6 +350,29 @@ def verify_files(version: Path, manifest: Manifest) -> None:
             )
 
 
+def _refuse_non_directory(path: Path) -> None:
+    """`UsageError` when `path`, or the nearest part of it that exists, is not a directory."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is" if existing == path else f"is inside {existing}, which is"
+        raise UsageError(f"index path {path} {what} a file, not a directory; choose a directory for --index")
+
+
+def _not_found_message(path: Path) -> str:
+    """Why there is no index at `path`, naming the indexes that do exist beside it."""
+    why = "a build started there did not finish" if path.is_dir() and any(path.iterdir()) else f"no {CURRENT_FILE}"
+    message = f"no index at {path} ({why}); build one with `retrieval build-index CORPUS_DIR --index {path}`"
+    siblings = (
+        sorted(p for p in path.parent.glob(f"*/{CURRENT_FILE}") if p.parent != path) if path.parent.is_dir() else []
+    )
+    if siblings:
+        names = ", ".join(str(p.parent) for p in siblings[:5])
+        message += f", or use an existing one with --index or RETRIEVAL_INDEX_DIR: {names}"
+    return message
+
+
 def load_index(path: Path | str, expected_model: str | None = None) -> IndexData:
     """Load and validate the live version of an index directory.
 
@@ -340,10 +382,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
     directory = IndexDirectory(path)
     version = directory.current_version()
     if version is None:
-        raise IndexNotFoundError(
-            f"no index at {directory.path} (no {CURRENT_FILE} file); build one with "
-            f"`retrieval build-index CORPUS_DIR --index {directory.path}`"
-        )
+        raise IndexNotFoundError(_not_found_message(directory.path))
     if not version.is_dir():
         raise IndexCorruptError(
             f"{directory.path / CURRENT_FILE} points at {version}, which is missing; rebuild the index"
@@ -377,11 +416,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"{PAPERS_FILE}, {titles.ntotal} title vectors for {len(papers)} papers); rebuild the index"
         )
     dim = manifest.dim
-    if (
-        hub_bullets.shape != (bullet_count,)
-        or hub_papers.shape != (len(papers),)
-        or query_map.shape != (dim, dim)
-    ):
+    if hub_bullets.shape != (bullet_count,) or hub_papers.shape != (len(papers),) or query_map.shape != (dim, dim):
         raise IndexCorruptError(
             f"index {version} is inconsistent ({HUB_BULLETS_FILE} has shape {hub_bullets.shape}, "
             f"{HUB_PAPERS_FILE} {hub_papers.shape}, {QUERY_MAP_FILE} {query_map.shape}, for "

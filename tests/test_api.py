@@ -19,7 +19,8 @@ import pytest
 from conftest import SAMPLE
 from fastapi.testclient import TestClient
 
-from retrieval.api import create_app, highlight, serve_in_thread
+from retrieval.api import create_app, serve_in_thread
+from retrieval.page import highlight
 from retrieval.config import Settings
 from retrieval.corpus import load_corpus
 from retrieval.embedding import FakeEmbedder

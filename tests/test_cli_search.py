@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from retrieval.search import Searcher
 from retrieval.store import IndexDirectory
 
 LORA = "2106.09685"
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -113,13 +115,25 @@ def test_damaged_index_exits_5(capsys: pytest.CaptureFixture[str], damaged_index
 
 
 def test_empty_query_exits_2(capsys: pytest.CaptureFixture[str], fake_sample_index: Path) -> None:
-    code, _, err = run_cli(capsys, "search", "   ", "--index", str(fake_sample_index))
-    assert code == 2
-    assert_one_line_error(err, "empty")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["search", "   ", "--index", str(fake_sample_index)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "retrieval search: error: query: the query is empty" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
-    ("argv", "needle"), [(["-k", "0"], "-k"), (["-k", "101"], "-k"), (["--date-from", "2024-13-01"], "date")]
+    ("argv", "needle"),
+    [
+        (["-k", "0"], "k: must be at least 1"),
+        (["-k", "101"], "k: must be at most 100"),
+        (["--date-from", "2024-13-01"], "date_from: must be a date"),
+        (["--offset", "-1"], "offset: must be at least 0"),
+        (["--offset", "10001"], "offset: must be at most 10000"),
+        (["--min-votes", "-3"], "min_votes: must be at least 0"),
+        (["--date-from", "2024-05-01", "--date-to", "2024-01-01"], "date_from (2024-05-01) is after date_to"),
+        (["--mode", "fuzzy"], "invalid choice"),
+    ],
 )
 def test_bad_arguments_exit_2(
     capsys: pytest.CaptureFixture[str], fake_sample_index: Path, argv: list[str], needle: str
@@ -129,6 +143,76 @@ def test_bad_arguments_exit_2(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("retrieval search: error: ")
+
+
+def test_overlong_query_exits_2(capsys: pytest.CaptureFixture[str], fake_sample_index: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["search", "a" * 1001, "--index", str(fake_sample_index)])
+    assert exit_info.value.code == 2
+    assert "query: the query has 1001 characters; at most 1000 are allowed" in capsys.readouterr().err
+
+
+def test_the_environment_limits_apply_to_the_cli(
+    capsys: pytest.CaptureFixture[str], fake_sample_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRIEVAL_MAX_LIMIT", "5")
+    with pytest.raises(SystemExit):
+        cli.main(["search", "LoRA", "-k", "6", "--index", str(fake_sample_index)])
+    assert "k: must be at most 5" in capsys.readouterr().err
+
+
+def test_index_dir_comes_from_the_environment_unless_a_flag_is_given(
+    capsys: pytest.CaptureFixture[str], fake_sample_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRIEVAL_INDEX_DIR", str(fake_sample_index))
+    code, out, _ = run_cli(capsys, "search", "LoRA", "--json")
+    assert code == 0 and json.loads(out)["results"]
+    code, _, err = run_cli(capsys, "search", "LoRA", "--index", str(tmp_path / "nowhere"))
+    assert code == 4
+    assert_one_line_error(err, f"no index at {tmp_path / 'nowhere'}")
+
+
+def test_a_missing_index_names_the_ones_beside_it(
+    capsys: pytest.CaptureFixture[str], fake_sample_index: Path
+) -> None:
+    code, _, err = run_cli(capsys, "search", "LoRA", "--index", str(fake_sample_index.parent / "default"))
+    assert code == 4
+    assert_one_line_error(err, f"use an existing one with --index or RETRIEVAL_INDEX_DIR: {fake_sample_index}")
+
+
+@pytest.mark.parametrize("command", ["search", "build-index"])
+def test_index_path_that_is_a_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    regular = tmp_path / "regular-file"
+    regular.write_text("not an index")
+    argv = ["search", "LoRA"] if command == "search" else ["build-index", str(SAMPLE), "--model", "fake:8"]
+    code, _, err = run_cli(capsys, *argv, "--index", str(regular))
+    assert code == 2
+    assert_one_line_error(err, f"index path {regular} is a file, not a directory")
+    code, _, err = run_cli(capsys, "search", "LoRA", "--index", str(regular / "inside"))
+    assert code == 2
+    assert_one_line_error(err, "which is a file, not a directory")
+
+
+@pytest.mark.parametrize("command", ["search", "serve", "mcp", "eval", "build-index"])
+def test_every_option_has_help_and_default(command: str) -> None:
+    parser = cli.build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = [a for a in subcommands.choices[command]._actions if a.option_strings and a.dest != "help"]
+    assert options
+    for action in options:
+        assert action.help and "default" in action.help, (command, action.option_strings)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    from retrieval import __version__
+
+    assert capsys.readouterr().out.strip() == f"retrieval {__version__}"
 
 
 def test_real_process(fake_sample_index: Path, tmp_path: Path) -> None:

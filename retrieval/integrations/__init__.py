@@ -10,17 +10,17 @@ Importing this package never imports LangChain or LlamaIndex; only the submodule
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 from retrieval.models import Mode, PaperHit, SearchResponse
+from retrieval.requests import InvalidRequest, RequestLimits, parse_search_request
 
 if TYPE_CHECKING:
-    from retrieval.search import Filters
+    from retrieval.models import Filters
 
-MAX_K = 100
+MAX_K = RequestLimits().max_limit
 MODES: tuple[str, ...] = get_args(Mode)
 
 
@@ -56,26 +56,18 @@ class SearchOptions:
     author: str | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {self.k}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("date_from", "date_to"):
-            _check_date(name, getattr(self, name))
+        # The same rules as the API, the CLI and MCP (retrieval/requests.py); a placeholder query.
+        fields = {"q": "-", "k": self.k, "mode": self.mode, "date_from": self.date_from, "date_to": self.date_to}
+        fields |= {"min_votes": self.min_votes, "author": self.author}
+        try:
+            parse_search_request(fields)
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
 
     def filters(self) -> Filters:
-        from retrieval.search import Filters
+        from retrieval.models import Filters
 
         return Filters(date_from=self.date_from, date_to=self.date_to, min_votes=self.min_votes, author=self.author)
-
-
-def _check_date(name: str, value: str | None) -> None:
-    if value is None:
-        return
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from exc
 
 
 def open_backend(

@@ -1,0 +1,140 @@
+"""The app factory and the server entry point.
+
+`create_app(settings, searcher=None)` builds the app; the index is opened once in the lifespan
+(unless a searcher is given) and injected into routes. `run_server(settings)` checks the port and
+opens the index first, so a busy port or a missing or damaged index stops it with one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from retrieval import __version__
+from retrieval.api.errors import domain_error, validation_error
+from retrieval.api.holder import SearcherHolder, search_settings
+from retrieval.api.middleware import BearerAuth, BodySizeLimit
+from retrieval.api.routes import router
+from retrieval.config import Settings
+from retrieval.errors import RetrievalError, UsageError
+from retrieval.mcp_server import mount_mcp
+from retrieval.page import static_dir
+from retrieval.search import Searcher
+from retrieval.service import open_searcher
+
+log = logging.getLogger("retrieval.api")
+
+
+def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
+    """Build the app. Without `searcher`, the index at `settings.index_dir` is opened at start-up."""
+    holder = SearcherHolder(settings, searcher)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(holder.load)
+        async with mcp:  # the MCP endpoint's session manager lives as long as the app
+            yield
+
+    app = FastAPI(
+        title="Daily Papers retrieval",
+        summary="Korean/English semantic search over Korean summaries of Hugging Face Daily Papers",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.include_router(router)
+    mcp = mount_mcp(app, lambda: holder.current, host=settings.host, limits=settings.request_limits())
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RetrievalError, domain_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_token is not None:
+        app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or `UsageError` naming the address when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is already in use; choose another with --port") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    return sock
+
+
+def run_server(settings: Settings) -> None:
+    """Take the port, open the index (domain errors propagate before anything listens), then serve."""
+    import uvicorn
+
+    configure_logging()
+    sock = bind_port(settings.host, settings.port)
+    try:
+        searcher = open_searcher(settings.index_dir, settings=search_settings(settings))
+        app = create_app(settings, searcher)
+        _reload_on_sighup(app.state.holder)
+        shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        port = sock.getsockname()[1]
+        log.info("serving %s (%d papers)", searcher.index.path, searcher.index.manifest.papers)
+        print(
+            f"search page: http://{shown_host}:{port}/  (index {settings.index_dir}, version "
+            f"{searcher.index.path.name}, {searcher.index.manifest.papers} papers; API docs at /docs)",
+            flush=True,
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def configure_logging() -> None:
+    """Send the package's own log lines (reloads, load failures) to stderr beside uvicorn's."""
+    logger = logging.getLogger("retrieval")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _reload_on_sighup(holder: SearcherHolder) -> None:
+    """`kill -HUP <pid>` reloads the index in a background thread (main thread only)."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+
+    def reload_in_background() -> None:
+        try:
+            holder.reload()
+        except RetrievalError as exc:
+            log.error("reload on SIGHUP failed, still serving the previous index: %s", exc)
+
+    def handler(_signum: int, _frame: object) -> None:
+        log.info("SIGHUP: reloading the index")
+        threading.Thread(target=reload_in_background, name="sighup-reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, handler)

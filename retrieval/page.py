@@ -1,0 +1,173 @@
+"""The search page: server-rendered HTML (no JavaScript framework, no build step), XSS-safe.
+
+It parses its query string with the same `parse_search_request` as every other front end.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from urllib.parse import urlencode
+
+from fastapi.responses import HTMLResponse
+
+from retrieval.config import Settings
+from retrieval.models import PaperHit, SearchResponse
+from retrieval.requests import InvalidRequest, parse_search_request
+from retrieval.search import Searcher
+
+_PACKAGE = resources.files("retrieval")
+
+
+@dataclass(frozen=True)
+class PageState:
+    """What the page shows: the form values, and a response or an error message."""
+
+    params: dict[str, str]
+    response: SearchResponse | None = None
+    error: str | None = None
+
+
+MODE_LABELS = {"hybrid": "하이브리드 (hybrid)", "dense": "의미 (dense)", "lexical": "키워드 (lexical)"}
+HINT = '<p class="hint">한국어나 영어로 논문 내용을 설명해 보세요. 결과마다 근거가 된 요약 문장을 보여 줍니다.</p>'
+PAGE_FIELDS = ("q", "mode", "date_from", "date_to", "min_votes", "author", "k", "offset")
+
+
+def render_page(
+    query_params: dict[str, str], searcher: Searcher | None, load_error: str | None, settings: Settings
+) -> HTMLResponse:
+    state = page_state(query_params, searcher, load_error, settings)
+    title = f"{state.params['q']} – 논문 검색" if state.params.get("q") else "Daily Papers 논문 검색"
+    body = page_template().substitute(
+        title=html.escape(title), results=render_results(state), **render_form(state.params)
+    )
+    status = 200 if state.error is None else (503 if searcher is None else 422)
+    return HTMLResponse(body, status_code=status)
+
+
+def page_state(
+    query_params: dict[str, str], searcher: Searcher | None, load_error: str | None, settings: Settings
+) -> PageState:
+    params = {k: v for k, v in query_params.items() if k in PAGE_FIELDS and v.strip()}
+    shown = {"mode": "hybrid", **params}
+    if "q" not in params:
+        return PageState(shown)
+    if searcher is None:
+        return PageState(shown, error=load_error or "the index is not loaded yet")
+    try:
+        request = parse_search_request(params, settings.request_limits())
+    except InvalidRequest as exc:
+        return PageState(shown, error=str(exc))
+    response = searcher.search(
+        request.q, mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters()
+    )
+    return PageState(shown, response=response)
+
+
+def _attr(value: str | None) -> str:
+    return html.escape(value or "", quote=True)
+
+
+def render_form(params: dict[str, str]) -> dict[str, str]:
+    """Template values of the search form, escaped."""
+    mode = params.get("mode", "hybrid")
+    options = "".join(
+        f'<option value="{m}"{" selected" if m == mode else ""}>{html.escape(label)}</option>'
+        for m, label in MODE_LABELS.items()
+    )
+    values = {f: _attr(params.get(f)) for f in ("q", "date_from", "date_to", "min_votes", "author")}
+    has_filters = any(params.get(f) for f in ("date_from", "date_to", "min_votes", "author"))
+    return {**values, "mode_options": options, "filters_open": " open" if has_filters else ""}
+
+
+def render_results(state: PageState) -> str:
+    if state.error is not None:
+        return f'<p class="error" role="alert">{html.escape(state.error)}</p>'
+    response = state.response
+    if response is None:
+        return HINT
+    if not response.results:
+        return f'<p class="summary">“{html.escape(response.query)}”에 맞는 논문이 없습니다.</p>'
+    first, last = response.offset + 1, response.offset + len(response.results)
+    summary = (
+        f'<p class="summary">논문 {response.total}편 중 {first}–{last} '
+        f'<span class="muted">({html.escape(response.mode)}, {response.took_ms:.0f} ms)</span></p>'
+    )
+    items = "".join(render_hit(hit, rank) for rank, hit in enumerate(response.results, start=first))
+    return f'{summary}<ol class="results" start="{first}">{items}</ol>{render_pager(state.params, response)}'
+
+
+def render_hit(hit: PaperHit, rank: int) -> str:
+    paper = hit.paper
+    votes = "" if paper.votes is None else f'<span class="votes">▲ {paper.votes}</span>'
+    dates = html.escape(", ".join(paper.dates))
+    warning = f'<p class="warning">⚠ {html.escape(hit.warning)}</p>' if hit.warning else ""
+    bullets = "".join(
+        f'<li class="evidence">{section_tag(ev.section)}{highlight(ev.text, ev.highlights)}</li>' for ev in hit.evidence
+    )
+    href = _attr(safe_url(paper.url))
+    link = f'<a href="{href}" rel="noopener noreferrer" target="_blank">{html.escape(paper.title)}</a>'
+    meta = (
+        f'<span class="arxiv">arXiv {html.escape(paper.id)}</span><span class="date">{dates}</span>{votes}'
+        f'<span class="score">score {hit.score:.4f}</span>'
+    )
+    return (
+        f'<li class="hit" data-id="{_attr(paper.id)}" data-rank="{rank}"><h2>{link}</h2>'
+        f'<p class="meta">{meta}</p>{warning}<ul class="bullets">{bullets}</ul></li>'
+    )
+
+
+def section_tag(section: str | None) -> str:
+    return f'<span class="section">{html.escape(section)}</span> ' if section else ""
+
+
+def highlight(text: str, spans: list[tuple[int, int]]) -> str:
+    """Escape `text` and wrap the [start, end) spans in <mark>."""
+    out: list[str] = []
+    cursor = 0
+    for start, end in sorted(spans):
+        start, end = max(start, cursor), min(end, len(text))
+        if start >= end:
+            continue
+        out.append(html.escape(text[cursor:start]))
+        out.append(f"<mark>{html.escape(text[start:end])}</mark>")
+        cursor = end
+    out.append(html.escape(text[cursor:]))
+    return "".join(out)
+
+
+def safe_url(url: str) -> str:
+    """Only http(s) links are rendered as links; anything else (javascript:, data:) becomes '#'."""
+    return url if url.lower().startswith(("https://", "http://")) else "#"
+
+
+def render_pager(params: dict[str, str], response: SearchResponse) -> str:
+    links: list[str] = []
+    if response.offset > 0:
+        prev_offset = max(response.offset - response.limit, 0)
+        links.append(f'<a class="prev" rel="prev" href="{_attr(page_link(params, prev_offset))}">← 이전</a>')
+    if response.offset + len(response.results) < response.total:
+        next_offset = response.offset + response.limit
+        links.append(f'<a class="next" rel="next" href="{_attr(page_link(params, next_offset))}">다음 →</a>')
+    return f'<nav class="pager">{"".join(links)}</nav>' if links else ""
+
+
+def page_link(params: dict[str, str], offset: int) -> str:
+    query = {k: v for k, v in params.items() if k != "offset"}
+    if offset:
+        query["offset"] = str(offset)
+    return "/?" + urlencode(query)
+
+
+def static_dir() -> Path:
+    """Folder of the page's static assets (served at /static without auth)."""
+    return Path(str(_PACKAGE / "static"))
+
+
+@functools.cache
+def page_template() -> Template:
+    return Template((_PACKAGE / "templates" / "search.html").read_text(encoding="utf-8"))
