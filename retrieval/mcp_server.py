@@ -157,14 +157,14 @@ def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits
     @server.tool(title="Search Daily Papers", description=SEARCH_DESCRIPTION, annotations=READ_ONLY)
     def search_papers(
         query: Annotated[str, Field(description="what to look for, in Korean or English")],
-        k: Annotated[int, Field(description=K_DESCRIPTION)] = DEFAULT_K,
+        k: Annotated[int, Field(ge=1, description=K_DESCRIPTION)] = DEFAULT_K,
         date_from: Annotated[
             str | None, Field(description="only papers in digests on or after this date (YYYY-MM-DD)")
         ] = None,
         date_to: Annotated[
             str | None, Field(description="only papers in digests on or before this date (YYYY-MM-DD)")
         ] = None,
-        min_votes: Annotated[int | None, Field(description="only papers with at least this many votes (>= 0)")] = None,
+        min_votes: Annotated[int | None, Field(ge=0, description="only papers with at least this many votes")] = None,
         author: Annotated[str | None, Field(description="only papers with an author containing this text")] = None,
         mode: Annotated[Mode, Field(description="hybrid (default), dense (meaning) or lexical (keywords)")] = "hybrid",
     ) -> Annotated[CallToolResult, SearchPapersResult]:

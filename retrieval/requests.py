@@ -38,6 +38,7 @@ class Problem:
 
     field: str
     message: str
+    kind: str = "value_error"  # pydantic's error type where it came from pydantic
 
 
 class InvalidRequest(UsageError):
@@ -49,7 +50,7 @@ class InvalidRequest(UsageError):
 
     @classmethod
     def from_validation(cls, exc: ValidationError) -> InvalidRequest:
-        return cls([Problem(field_name(e["loc"]), explain(e)) for e in exc.errors()])
+        return cls([Problem(field_name(e["loc"]), explain(e), e["type"]) for e in exc.errors()])
 
 
 _PLAIN = {

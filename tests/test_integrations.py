@@ -115,7 +115,7 @@ def test_async_entry_points(fake_searcher: Searcher) -> None:
         ({"k": 0}, "k"),
         ({"k": 101}, "k"),
         ({"mode": "fuzzy"}, "mode"),
-        ({"date_from": "2024/01/01"}, "date_from must be a date YYYY-MM-DD"),
+        ({"date_from": "2024/01/01"}, "date_from: must be a date YYYY-MM-DD"),
         ({"url": "http://127.0.0.1:1"}, "give one of searcher, index_dir or url"),
     ],
 )

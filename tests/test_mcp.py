@@ -20,8 +20,8 @@ from mcp_types import CallToolResult
 from retrieval.api import serve_in_thread
 from retrieval.cli import main
 from retrieval.errors import IndexNotFoundError
-from retrieval.mcp_server import MAX_K, MountedMCP, SearchPapersResult, build_mcp, mount_mcp, search_result
-from retrieval.models import PaperDetail
+from retrieval.mcp_server import MountedMCP, SearchPapersResult, build_mcp, mount_mcp, search_result
+from retrieval.models import Filters, PaperDetail
 from retrieval.render import render_citations
 from retrieval.search import Searcher
 
@@ -82,7 +82,9 @@ def test_tools_are_listed_with_descriptions_and_schemas(fake_mcp: Any) -> None:
     assert "Korean" in search.description and "English" in search.description
     assert "[1]" in search.description
     k_schema = search.input_schema["properties"]["k"]
-    assert (k_schema["minimum"], k_schema["maximum"], k_schema["default"]) == (1, MAX_K, 5)
+    assert (k_schema["minimum"], k_schema["default"]) == (1, 5)
+    assert "100" in k_schema["description"]  # the shared page-size limit, the same as the API's
+    assert "author" in search.input_schema["properties"]
     assert search.input_schema["required"] == ["query"]
     assert "results" in search.output_schema["properties"]
     assert "bullets" in tools["get_paper"].output_schema["properties"]
@@ -126,21 +128,41 @@ def test_search_papers_applies_filters(fake_mcp: Any, fake_searcher: Searcher) -
     [
         ({"query": ""}, "the query is empty"),
         ({"query": "   "}, "the query is empty"),
-        ({"query": "x" * 1001}, "the limit is 1000"),
-        ({"query": "LoRA", "k": 0}, "greater than or equal to 1"),
-        ({"query": "LoRA", "k": MAX_K + 1}, f"less than or equal to {MAX_K}"),
-        ({"query": "LoRA", "date_from": "2024-13-01"}, "date_from must be a date written YYYY-MM-DD"),
-        ({"query": "LoRA", "date_to": "yesterday"}, "date_to must be a date written YYYY-MM-DD"),
+        ({"query": "x" * 1001}, "query: the query has 1001 characters; at most 1000 are allowed"),
+        ({"query": "LoRA", "k": 0}, "k: must be at least 1, got 0"),
+        ({"query": "LoRA", "k": 101}, "k: must be at most 100, got 101"),
+        ({"query": "LoRA", "k": "many"}, "k: must be a whole number, got 'many'"),
+        ({"query": "LoRA", "date_from": "2024-13-01"}, "date_from: must be a date YYYY-MM-DD"),
+        ({"query": "LoRA", "date_to": "yesterday"}, "date_to: must be a date YYYY-MM-DD"),
         ({"query": "LoRA", "date_from": "2024-02-01", "date_to": "2024-01-01"}, "is after date_to"),
-        ({"query": "LoRA", "min_votes": -1}, "greater than or equal to 0"),
-        ({}, "query"),
+        ({"query": "LoRA", "min_votes": -1}, "min_votes: must be at least 0, got -1"),
+        ({"query": "LoRA", "mode": "fuzzy"}, "mode: "),
+        ({}, "query: is required"),
     ],
 )
 def test_bad_search_input_is_a_tool_error(fake_mcp: Any, arguments: dict[str, Any], message: str) -> None:
     result = call(fake_mcp, "search_papers", arguments)
     assert result.is_error
     assert message in text_of(result)
+    assert len(text_of(result).splitlines()) == 1 and "pydantic" not in text_of(result)
     assert result.structured_content is None
+
+
+def test_search_papers_takes_the_same_limits_and_filters_as_the_api(fake_mcp: Any, fake_searcher: Searcher) -> None:
+    result = call(fake_mcp, "search_papers", {"query": "language model", "k": 50})
+    assert not result.is_error, text_of(result)
+    assert len(SearchPapersResult.model_validate(result.structured_content).results) == len(fake_searcher.papers)
+    result = call(fake_mcp, "search_papers", {"query": "language model", "k": 20, "author": "hu"})
+    papers = SearchPapersResult.model_validate(result.structured_content).results
+    expected = fake_searcher.search("language model", limit=20, filters=Filters(author="hu"))
+    assert [p.id for p in papers] == [h.paper.id for h in expected.results] and papers
+
+
+def test_get_paper_takes_any_id_spelling(fake_mcp: Any) -> None:
+    for spelling in (f"{LORA}v2", f"arXiv:{LORA}", f"https://arxiv.org/abs/{LORA}"):
+        result = call(fake_mcp, "get_paper", {"arxiv_id": spelling})
+        assert not result.is_error, text_of(result)
+        assert PaperDetail.model_validate(result.structured_content).paper.id == LORA
 
 
 def test_get_paper_returns_the_whole_summary(fake_mcp: Any, fake_searcher: Searcher) -> None:

@@ -18,13 +18,13 @@ def _problem(error: dict[str, Any]) -> Problem:
         at = error["loc"][-1] if isinstance(error["loc"][-1], int) else None
         why = (error.get("ctx") or {}).get("error")
         where = f" (at character {at}{': ' + str(why) if why else ''})" if at is not None else ""
-        return Problem("body", f"the body is not valid JSON{where}")
-    return Problem(field_name(error["loc"]), explain(error))
+        return Problem("body", f"the body is not valid JSON{where}", "json_invalid")
+    return Problem(field_name(error["loc"]), explain(error), error["type"])
 
 
 def unprocessable(problems: list[Problem]) -> JSONResponse:
     """422 with one readable `reason` line plus the per-field list."""
-    detail = [{"loc": [p.field], "msg": p.message} for p in problems]
+    detail = [{"loc": [p.field], "msg": p.message, "type": p.kind} for p in problems]
     reason = "; ".join(f"{p.field}: {p.message}" for p in problems)
     return JSONResponse(status_code=422, content={"detail": detail, "reason": reason})
 
