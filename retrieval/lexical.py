@@ -25,11 +25,12 @@ TOKENIZER_NAME = "kiwi-content-v2-stem"
 _KEEP_TAGS = {"NNG", "NNP", "NR", "NP", "XR", "SL", "SH", "SN", "VV", "VA", "MAG", "W_SERIAL"}
 _PLAIN_LATIN = re.compile(r"^[a-z][a-z0-9]*$")
 _LATIN_COMPOUND = re.compile(r"[A-Za-z0-9]+(?:[\-\.][A-Za-z0-9]+)+")
-_STOPWORDS = {
+STOPWORDS = frozenset({
     "the", "a", "an", "of", "and", "or", "for", "to", "in", "on", "with", "by", "is", "are", "we", "our",
     "this", "that", "which", "paper", "from", "as", "at", "be", "it", "its", "into", "using", "via",
     "하", "있", "되", "않", "없", "이", "그", "수", "것", "등", "및", "위하", "통하", "대하", "같",
-}  # fmt: skip
+})  # fmt: skip
+_STOPWORDS = STOPWORDS
 
 
 class KoreanEnglishTokenizer:
@@ -41,6 +42,10 @@ class KoreanEnglishTokenizer:
         self._kiwi: Any = None
         self._lock = threading.Lock()
         self._stemmer = Stemmer.Stemmer("english")
+
+    def stem(self, word: str) -> str:
+        """The English stem the index uses for a lower-case Latin word."""
+        return str(self._stemmer.stemWord(word))
 
     def _analyzer(self) -> Any:
         if self._kiwi is None:

@@ -8,7 +8,6 @@ so a filter never shrinks a page below `limit` while enough matching papers exis
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,9 +22,10 @@ from retrieval.alignment import map_queries
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
+from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.ids import normalise_arxiv_id
-from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
+from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
@@ -67,9 +67,6 @@ class SearchSettings:
 
 
 Leg = tuple[np.ndarray, float]
-
-
-_WORD = re.compile(r"[0-9A-Za-z][0-9A-Za-z\-\.]*[0-9A-Za-z]|[가-힣]{2,}|[0-9A-Za-z]")
 
 
 class Searcher:
@@ -159,7 +156,7 @@ class Searcher:
             depth *= 4
         order = candidates[np.lexsort((candidates, -fused[candidates]))]
         page = order[offset : offset + limit]
-        marks = terms + query_words(query)
+        marks = QueryMarks.build(query, terms, self.tokenizer.stem, STOPWORDS)
         cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
         results = [self._hit(int(pi), float(fused[pi]), cite_by, lexical_rows, marks, mode) for pi in page]
         return SearchResponse(
@@ -189,7 +186,8 @@ class Searcher:
         candidates = np.flatnonzero(mask)
         order = candidates[np.argsort(-paper_scores[candidates], kind="stable")][:limit]
         centroid = self._centroids[pi]
-        results = [self._hit(int(p), float(paper_scores[p]), centroid, None, [], "dense") for p in order]
+        no_marks = QueryMarks.build("", [], self.tokenizer.stem, STOPWORDS)
+        results = [self._hit(int(p), float(paper_scores[p]), centroid, None, no_marks, "dense") for p in order]
         return SearchResponse(
             query=f"similar:{arxiv_id}",
             mode="dense",
@@ -341,7 +339,7 @@ class Searcher:
         score: float,
         cite_by: np.ndarray | None,
         lexical_rows: np.ndarray | None,
-        terms: list[str],
+        marks: QueryMarks,
         mode: Mode,
     ) -> PaperHit:
         """One result with its evidence: bullets ranked by cosine to `cite_by` (the query vector;
@@ -371,7 +369,7 @@ class Searcher:
                     section=bullet.section,
                     text=bullet.text,
                     score=round(primary, 6),
-                    highlights=highlight_spans(bullet.text, terms),
+                    highlights=marks.spans(bullet.text, self.tokenizer.stem),
                 )
             )
         return PaperHit(
@@ -423,30 +421,3 @@ def standardise(scores: np.ndarray, depth: int) -> np.ndarray:
     depth = max(1, min(depth, len(filled) - 1))
     head = np.partition(filled, len(filled) - depth)[len(filled) - depth :] if len(filled) > 1 else filled
     return (filled - head.mean()) / (head.std() + 1e-6)
-
-
-def query_words(query: str) -> list[str]:
-    """The query's own words, for highlighting what the tokenizer splits ("저랭크" -> "랭크")."""
-    return [w for w in _WORD.findall(query) if len(w) >= 2]
-
-
-def highlight_spans(text: str, terms: Sequence[str]) -> list[tuple[int, int]]:
-    """[start, end) spans where any query term occurs in `text`, case-insensitive, merged."""
-    lowered = text.lower()
-    spans: list[tuple[int, int]] = []
-    for term in set(terms):
-        term = term.lower()
-        if len(term) < 2 and not ("\uac00" <= term <= "\ud7a3"):
-            continue
-        start = lowered.find(term)
-        while start != -1:
-            spans.append((start, start + len(term)))
-            start = lowered.find(term, start + len(term))
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged

@@ -12,7 +12,9 @@ from conftest import SAMPLE
 from retrieval.embedding import load_embedder
 from retrieval.indexer import build_index
 from retrieval.lexical import KoreanEnglishTokenizer
-from retrieval.search import Searcher, SearchSettings, highlight_spans, query_words, standardise
+from retrieval.highlight import QueryMarks
+from retrieval.lexical import STOPWORDS, KoreanEnglishTokenizer
+from retrieval.search import Searcher, SearchSettings, standardise
 from retrieval.store import load_index
 from retrieval.termmap import TermMap
 
@@ -35,13 +37,34 @@ def test_hybrid_ranks_a_paper_found_by_both_legs_first(fake_searcher: Searcher) 
     assert scores == sorted(scores, reverse=True)
 
 
-def test_highlights_cover_query_words_the_tokenizer_splits() -> None:
+def test_highlights_cover_query_words_the_tokenizer_splits(tokenizer: KoreanEnglishTokenizer) -> None:
     text = "두 저랭크 행렬(low-rank matrices)의 곱으로 표현"
-    words = query_words("저랭크 행렬로 Low-Rank 미세조정")
-    assert "저랭크" in words and "low-rank".lower() in [w.lower() for w in words]
-    spans = highlight_spans(text, ["행렬", *words])
-    marked = [text[a:b] for a, b in spans]
+    query = "저랭크 행렬로 Low-Rank 미세조정"
+    marks = QueryMarks.build(query, tokenizer.tokenize(query), tokenizer.stem, STOPWORDS)
+    marked = [text[a:b] for a, b in marks.spans(text, tokenizer.stem)]
     assert "저랭크" in marked and "low-rank" in marked and "행렬" in marked
+
+
+def marked_words(query: str, text: str, tokenizer: KoreanEnglishTokenizer) -> list[str]:
+    marks = QueryMarks.build(query, tokenizer.tokenize(query), tokenizer.stem, STOPWORDS)
+    return [text[a:b] for a, b in marks.spans(text, tokenizer.stem)]
+
+
+def test_highlights_mark_whole_words_never_substrings_or_stop_words(tokenizer: KoreanEnglishTokenizer) -> None:
+    text = "A Transformer for closed-form updates with an adapter; models adapt in-context"
+    assert marked_words("attention for transformers", text, tokenizer) == ["Transformer"]
+    assert marked_words("adapt", text, tokenizer) == ["adapt"]  # not inside "adapter"
+    assert marked_words("form", text, tokenizer) == ["form"]  # the part of "closed-form", on its own
+    assert marked_words("model adapters", text, tokenizer) == ["adapter", "models"]
+    assert marked_words("for the of", text, tokenizer) == []
+
+
+def test_korean_highlights_follow_morpheme_boundaries(tokenizer: KoreanEnglishTokenizer) -> None:
+    text = "저랭크 행렬을 이용해 거대 언어모델을 미세 조정하며, 수학 문제를 푼다"
+    assert marked_words("저랭크 행렬로 미세 조정", text, tokenizer) == ["저랭크", "행렬", "미세", "조정"]
+    assert marked_words("언어 모델", text, tokenizer) == ["언어모델"]
+    assert marked_words("수 있는 방법", text, tokenizer) == []  # one syllable: not "수" inside "수학"
+    assert marked_words("랭크", text, tokenizer) == []  # not inside the word "저랭크"
 
 
 def test_term_map_translates_english_phrases_to_korean_only_by_default() -> None:
