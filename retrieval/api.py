@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from retrieval.api_docs import mount_docs
 from retrieval.config import Settings
 from retrieval.embedding import load_embedder
 from retrieval.errors import (
@@ -485,12 +486,15 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
         summary="Korean/English semantic search over Korean summaries of Hugging Face Daily Papers",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by mount_docs from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = holder
     app.include_router(router)
     mcp = mount_mcp(app, lambda: holder.current, host=settings.host, max_query_chars=settings.max_query_chars)
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    mount_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RetrievalError, domain_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
