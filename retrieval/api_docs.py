@@ -4,7 +4,8 @@ FastAPI's self-hosting recipe: the app is created with `docs_url=None, redoc_url
 `mount_docs` adds the two pages, pointing them at the assets shipped by the `fastapi-offline`
 package. The assets live under `/static/`, which the bearer-token middleware leaves open like the
 search page's own; the pages themselves are ordinary routes, so with a token they need it, like
-`/openapi.json` that they load.
+`/openapi.json` that they load. ReDoc's page forbids images from other hosts (its bundle would
+fetch a logo from its vendor's CDN on every visit).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from starlette.routing import Mount
 ASSETS_URL = "/static/api-docs"
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
 FAVICON_URL = "/static/favicon.svg"
+# ReDoc 2 always draws its vendor's logo from the vendor's CDN; images from other hosts are refused instead.
+REDOC_POLICY = "img-src 'self' data:"
 
 
 def assets_dir() -> Path:
@@ -65,10 +68,12 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
     @app.get(redoc_url, include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         base = root(request)
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=base + openapi_url,
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{base}{ASSETS_URL}/redoc.standalone.js",
             redoc_favicon_url=base + FAVICON_URL,
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
+        return page

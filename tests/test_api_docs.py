@@ -86,6 +86,10 @@ def test_swagger_ui_loads_the_schema_of_this_app(client: TestClient) -> None:
     assert "/docs" not in client.get("/openapi.json").json()["paths"]
 
 
+def test_redoc_may_not_load_images_from_other_hosts(client: TestClient) -> None:
+    assert client.get("/redoc").headers["content-security-policy"] == "img-src 'self' data:"
+
+
 def test_pages_need_the_token_and_assets_do_not(fake_sample_index: Path, fake_searcher: Searcher) -> None:
     app = create_app(Settings(index_dir=fake_sample_index, api_token="s3cret"), fake_searcher)
     with TestClient(app) as secured:
