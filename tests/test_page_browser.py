@@ -6,24 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, sync_playwright
+from browser_support import NO_KOREAN_FONTS, draw_hangul, launch_chromium
+from playwright.sync_api import Browser, Dialog, Page, Playwright, sync_playwright
 
 from retrieval.api import create_app, serve_in_thread
 from retrieval.config import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LORA = "2106.09685"
 
 
@@ -35,13 +25,16 @@ def base_url(e5_sample_index: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as instance:
         yield instance
-        instance.close()
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    instance = launch_chromium(playwright)
+    yield instance
+    instance.close()
 
 
 @pytest.fixture()
@@ -126,3 +119,35 @@ def test_user_input_is_never_executed(page: Page, base_url: str) -> None:
     assert page.input_value("#q") == attack
     assert page.locator("#results img").count() == 0
     assert page.locator("#results script").count() == 0
+
+
+# Korean text in several sizes and weights: title, subtitle, hint, filters; then a result summary and bullets.
+KOREAN_TEXT = ("header h1", "header p", "p.hint", "details.filters", "p.summary", "li.evidence")
+
+
+def test_hangul_is_drawn_with_real_glyphs(page: Page, base_url: str) -> None:
+    """Fails on a machine whose Chromium has no Korean font (Hangul drawn as boxes): `make browser`."""
+    page.goto(base_url + "/")
+    drawings = {selector: draw_hangul(page, selector) for selector in KOREAN_TEXT[:4]}
+    search(page, base_url, "저랭크 행렬로 미세조정")
+    drawings |= {selector: draw_hangul(page, selector) for selector in KOREAN_TEXT[4:]}
+    for selector, drawing in drawings.items():
+        assert len(drawing.syllables) >= 3, f"{selector} has no Korean text to check"
+        assert drawing.tofu == [], f"{selector}: {''.join(drawing.tofu)} drawn as missing-glyph boxes (no Korean font)"
+        assert drawing.distinct == len(drawing.syllables), f"{selector}: syllables drawn alike"
+
+
+def test_the_hangul_check_fails_without_a_korean_font(playwright: Playwright, base_url: str, tmp_path: Path) -> None:
+    """The same check, in a Chromium that sees every font but those declaring Korean: all boxes."""
+    config = tmp_path / "fonts.conf"
+    config.write_text(NO_KOREAN_FONTS, encoding="utf-8")
+    fontless = launch_chromium(playwright, fontconfig_file=config)
+    try:
+        page = fontless.new_page(locale="ko-KR")
+        page.goto(base_url + "/")
+        for selector in KOREAN_TEXT[:4]:
+            drawing = draw_hangul(page, selector)
+            assert len(drawing.syllables) >= 3, selector
+            assert drawing.tofu == drawing.syllables, f"{selector}: the check did not see the missing font"
+    finally:
+        fontless.close()

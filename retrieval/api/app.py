@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from retrieval import __version__
+from retrieval.api.docs import mount_docs
 from retrieval.api.errors import domain_error, validation_error
 from retrieval.api.holder import SearcherHolder, search_settings
 from retrieval.api.middleware import BearerAuth, BodySizeLimit
@@ -51,12 +52,15 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
         summary="Korean/English semantic search over Korean summaries of Hugging Face Daily Papers",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served by mount_docs from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = holder
     app.include_router(router)
     mcp = mount_mcp(app, lambda: holder.current, host=settings.host, limits=settings.request_limits())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    mount_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RetrievalError, domain_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
