@@ -55,9 +55,7 @@ class QueryMarks:
         words = [form for form in forms if form.isalpha()]
         stems = {stem(word) for word in words} - stopwords
         bases = {inflection_base(word) for word in words}
-        return cls(
-            frozenset(forms), frozenset(stems), frozenset(bases), tuple(sorted(korean, key=len, reverse=True))
-        )
+        return cls(frozenset(forms), frozenset(stems), frozenset(bases), tuple(sorted(korean, key=len, reverse=True)))
 
     def spans(self, text: str, stem: Callable[[str], str]) -> list[tuple[int, int]]:
         """[start, end) spans of `text` to mark, sorted and merged."""

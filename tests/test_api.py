@@ -20,12 +20,12 @@ from conftest import SAMPLE
 from fastapi.testclient import TestClient
 
 from retrieval.api import create_app, serve_in_thread
-from retrieval.page import highlight
 from retrieval.config import Settings
 from retrieval.corpus import load_corpus
 from retrieval.embedding import FakeEmbedder
 from retrieval.indexer import build_index
 from retrieval.lexical import KoreanEnglishTokenizer
+from retrieval.page import highlight
 from retrieval.search import Searcher, SearchSettings
 from retrieval.service import open_searcher
 from retrieval.store import IndexDirectory

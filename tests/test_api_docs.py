@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from retrieval.api import docs as api_docs
 from retrieval.api import create_app
+from retrieval.api import docs as api_docs
 from retrieval.config import Settings
 from retrieval.search import Searcher
 

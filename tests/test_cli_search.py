@@ -173,9 +173,7 @@ def test_index_dir_comes_from_the_environment_unless_a_flag_is_given(
     assert_one_line_error(err, f"no index at {tmp_path / 'nowhere'}")
 
 
-def test_a_missing_index_names_the_ones_beside_it(
-    capsys: pytest.CaptureFixture[str], fake_sample_index: Path
-) -> None:
+def test_a_missing_index_names_the_ones_beside_it(capsys: pytest.CaptureFixture[str], fake_sample_index: Path) -> None:
     code, _, err = run_cli(capsys, "search", "LoRA", "--index", str(fake_sample_index.parent / "default"))
     assert code == 4
     assert_one_line_error(err, f"use an existing one with --index or RETRIEVAL_INDEX_DIR: {fake_sample_index}")

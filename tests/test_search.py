@@ -10,9 +10,8 @@ import pytest
 from conftest import SAMPLE
 
 from retrieval.embedding import load_embedder
-from retrieval.indexer import build_index
-from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.highlight import QueryMarks
+from retrieval.indexer import build_index
 from retrieval.lexical import STOPWORDS, KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings, standardise
 from retrieval.store import load_index

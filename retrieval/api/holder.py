@@ -72,6 +72,7 @@ class SearcherHolder:
             old = self._searcher
             live = IndexDirectory(self.settings.index_dir).current_version()
             if old is not None and live is not None and live == old.index.path:
+                log.info("index reload: %s is still the current version; nothing to do", live.name)
                 return _reload_result(False, old, old, started)
             new = self._open(old)
             warm_up(new)
