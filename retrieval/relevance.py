@@ -16,12 +16,14 @@ and wrong answers weighted equally. A hit is `weak` below a threshold measured o
 sets. Calibration is per model: the numbers below were fitted for the default `e5-small-q4`;
 other models (e.g. the `fake:` test embedder) use the same numbers until refitted.
 
-Fitted by `python -m benchmarks.calibrate_relevance --index <a copy of the full-corpus index>`
-(benchmarks/calibrate_relevance.py; it prints a `Calibration(...)` to paste here): positives are
+Fitted by `python benchmarks/calibrate_relevance.py --index <a copy of the full-corpus index>`
+(it prints a `Calibration(...)` to paste here and the threshold table): positives are
 the right answers of the dev queries (benchmarks/queries/dev.jsonl) and of a fixed sample of the
 title task when they are in the top 10; negatives are the other top-10 hits of those queries and
 the top-10 hits of the fitting half (odd lines) of benchmarks/queries/offtopic.jsonl. The
 threshold is the largest one on a 0.05 grid that flags at most 5 % of the dev right answers.
+The term weights come from the index searched, so a much smaller corpus (the 12-paper sample)
+shifts the scale somewhat; refit for another model or corpus.
 """
 
 from __future__ import annotations
