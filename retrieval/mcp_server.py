@@ -51,9 +51,11 @@ SEARCH_DESCRIPTION = (
     "Find AI/ML research papers from Hugging Face Daily Papers by meaning. The query may be Korean "
     "or English: a topic, a method, a claim or a paper title (e.g. '저랭크 행렬로 LLM 미세 조정' or "
     "'low-rank adaptation of language models'). The summaries are in Korean. Returns the best papers "
-    "first, each with arXiv id, title, arXiv URL, digest dates, votes, score and the summary bullets "
+    "first, each with arXiv id, title, arXiv URL, digest dates, votes, relevance (0-1, comparable across "
+    "queries; 'weak' when the paper probably does not answer the query) and the summary bullets "
     "that matched, numbered [1], [2], ... across the whole answer so they can be cited; "
-    "structured content carries the same data. Optional filters: digest date range, minimum votes, "
+    "when every result is weak the first line says that no paper in the index answers the query well. "
+    "Structured content carries the same data. Optional filters: digest date range, minimum votes, "
     "author."
 )
 
@@ -86,7 +88,11 @@ class PaperResult(BaseModel):
     url: str = Field(description="arXiv URL")
     dates: list[str] = Field(description="digest dates (YYYY-MM-DD) the paper appeared on")
     votes: int | None
-    score: float
+    score: float = Field(description="the ranking's fused score: orders this answer, not comparable across queries")
+    relevance: float | None = Field(
+        description="0-1, how likely the paper answers the query; comparable across queries"
+    )
+    weak: bool = Field(description="relevance below the measured threshold: probably not what was asked")
     warning: str | None = Field(default=None, description="set when the summary may not describe this paper")
     bullets: list[CitedBullet]
 
@@ -97,6 +103,7 @@ class SearchPapersResult(BaseModel):
     query: str
     mode: Mode
     total: int = Field(description="papers matching the filters among the ranked candidates")
+    weak: bool = Field(description="every result is weak: no paper in the index answers the query well")
     results: list[PaperResult]
 
 
@@ -117,11 +124,15 @@ def search_result(response: SearchResponse) -> SearchPapersResult:
                 dates=hit.paper.dates,
                 votes=hit.paper.votes,
                 score=hit.score,
+                relevance=hit.relevance,
+                weak=hit.weak,
                 warning=hit.warning,
                 bullets=bullets,
             )
         )
-    return SearchPapersResult(query=response.query, mode=response.mode, total=response.total, results=papers)
+    return SearchPapersResult(
+        query=response.query, mode=response.mode, total=response.total, weak=response.weak, results=papers
+    )
 
 
 # --------------------------------------------------------------------------- input checks

@@ -60,7 +60,21 @@ class PaperHit(BaseModel):
     """One paper in the results, with the bullets that justify it."""
 
     paper: PaperInfo
-    score: float
+    score: float = Field(
+        description="the ranking's fused score (a sum of per-query z-scores): orders one query's hits, "
+        "not comparable across queries"
+    )
+    relevance: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="how likely this paper answers the query, 0-1, comparable across queries "
+        "(calibrated on the evaluation sets, retrieval/relevance.py); null for hits not found by a text query "
+        "(/papers/{id}/similar)",
+    )
+    weak: bool = Field(
+        default=False, description="relevance below the measured threshold: probably not what the query asks for"
+    )
     evidence: list[Evidence]
     warning: str | None = Field(default=None, description="set when the summary may not describe this paper")
 
@@ -72,6 +86,10 @@ class SearchResponse(BaseModel):
     offset: int = 0
     limit: int = 10
     results: list[PaperHit]
+    weak: bool = Field(
+        default=False,
+        description="every hit on this page is weak (or there is none): no paper here answers the query well",
+    )
     took_ms: float
 
 

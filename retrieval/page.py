@@ -98,7 +98,32 @@ def render_results(state: PageState) -> str:
         f'<span class="muted">({html.escape(response.mode)}, {response.took_ms:.0f} ms)</span></p>'
     )
     items = "".join(render_hit(hit, rank) for rank, hit in enumerate(response.results, start=first))
-    return f'{summary}<ol class="results" start="{first}">{items}</ol>{render_pager(state.params, response)}'
+    notice = weak_notice(response)
+    return f'{summary}{notice}<ol class="results" start="{first}">{items}</ol>{render_pager(state.params, response)}'
+
+
+def weak_notice(response: SearchResponse) -> str:
+    """A notice above the results when every hit on the page is a weak match (else empty)."""
+    if not response.results or not response.weak:
+        return ""
+    if response.offset == 0:
+        text = (
+            f"“{html.escape(response.query)}”에 잘 맞는 논문을 찾지 못했습니다. "
+            "아래 결과는 모두 약한 일치이니 검색어를 바꿔 보세요."
+        )
+    else:
+        text = "이 페이지의 결과는 모두 약한 일치입니다."
+    return f'<p class="notice weak-notice" role="status">{text}</p>'
+
+
+def relevance_tag(hit: PaperHit) -> str:
+    """Relevance as a bar and a percentage, plus the weak-match mark; empty without a relevance."""
+    if hit.relevance is None:
+        return ""
+    percent = round(hit.relevance * 100)
+    bar = f'<meter min="0" max="100" value="{percent}">{percent}%</meter>'
+    weak = '<span class="weak-mark">약한 일치</span>' if hit.weak else ""
+    return f'<span class="relevance" title="관련도 (0–100%)">{bar} 관련도 {percent}%</span>{weak}'
 
 
 def render_hit(hit: PaperHit, rank: int) -> str:
@@ -113,10 +138,11 @@ def render_hit(hit: PaperHit, rank: int) -> str:
     link = f'<a href="{href}" rel="noopener noreferrer" target="_blank">{html.escape(paper.title)}</a>'
     meta = (
         f'<span class="arxiv">arXiv {html.escape(paper.id)}</span><span class="date">{dates}</span>{votes}'
-        f'<span class="score">score {hit.score:.4f}</span>'
+        f"{relevance_tag(hit)}"
     )
+    weak = ' data-weak="true"' if hit.weak else ""
     return (
-        f'<li class="hit" data-id="{_attr(paper.id)}" data-rank="{rank}"><h2>{link}</h2>'
+        f'<li class="hit" data-id="{_attr(paper.id)}" data-rank="{rank}"{weak}><h2>{link}</h2>'
         f'<p class="meta">{meta}</p>{warning}<ul class="bullets">{bullets}</ul></li>'
     )
 

@@ -27,6 +27,7 @@ from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.ids import normalise_arxiv_id
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
+from retrieval.relevance import QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
@@ -110,6 +111,7 @@ class Searcher:
         self._hub_papers = index.hub_papers
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
+        self.relevance_calibration = calibration_for(index.manifest.model)
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-leg")
@@ -134,9 +136,9 @@ class Searcher:
         mask = self._filter_mask(filters)
         want = offset + limit
 
-        dense_future = None
-        if mode in ("dense", "hybrid"):
-            dense_future = self._pool.submit(self._embed_query, query)
+        # The query vector feeds the dense legs and, in every mode, the hits' relevance.
+        vector_future = self._pool.submit(self._embed_query, query)
+        dense_future = vector_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
         lexical_rows = None
         if mode in ("lexical", "hybrid"):
@@ -158,7 +160,8 @@ class Searcher:
         page = order[offset : offset + limit]
         marks = QueryMarks.build(query, terms, self.tokenizer.stem, STOPWORDS)
         cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
-        results = [self._hit(int(pi), float(fused[pi]), cite_by, lexical_rows, marks, mode) for pi in page]
+        judge = self.relevance_judge(query, fields, vector_future.result())
+        results = [self._hit(int(pi), float(fused[pi]), cite_by, lexical_rows, marks, mode, judge) for pi in page]
         return SearchResponse(
             query=query,
             mode=mode,
@@ -166,8 +169,25 @@ class Searcher:
             offset=offset,
             limit=limit,
             results=results,
+            weak=all(hit.weak for hit in results),
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+    def relevance_judge(
+        self, query: str, fields: Sequence[Field_] | None = None, vector: np.ndarray | None = None
+    ) -> QueryJudge:
+        """The relevance scale of `query`'s hits (retrieval/relevance.py) over the searched `fields`;
+        `vector` is the query's embedding (embedded, or taken from the cache, when not given)."""
+        query = query.strip()
+        fields = tuple(fields or self.settings.fields)
+        searched = [self._bm25_papers] if "bullets" in fields else []
+        searched += [self._bm25_titles] if "title" in fields else []
+        terms = self.tokenizer.tokenize(query) if query else []
+        vector = self._embed_query(query) if vector is None else vector
+        return QueryJudge.build(
+            vector, terms, searched, self._bm25_papers, latin_share(query), self._bullet_matrix, self._offsets,
+            self.relevance_calibration,
+        )  # fmt: skip
 
     def get_paper(self, arxiv_id: str) -> PaperDetail:
         pi = self._paper_index(arxiv_id)
@@ -341,9 +361,11 @@ class Searcher:
         lexical_rows: np.ndarray | None,
         marks: QueryMarks,
         mode: Mode,
+        judge: QueryJudge | None = None,
     ) -> PaperHit:
         """One result with its evidence: bullets ranked by cosine to `cite_by` (the query vector;
-        None: no dense scores) and, outside dense mode, by BM25 (`lexical_rows`, every bullet)."""
+        None: no dense scores) and, outside dense mode, by BM25 (`lexical_rows`, every bullet);
+        relevance and weak from `judge` (None: not a text query, relevance is null)."""
         paper = self.papers[pi]
         start = int(self._offsets[pi])
         rows = self._bullet_matrix[start : int(self._offsets[pi + 1])]
@@ -372,8 +394,14 @@ class Searcher:
                     highlights=marks.spans(bullet.text, self.tokenizer.stem),
                 )
             )
+        relevance, weak = judge.judge(pi) if judge is not None else (None, False)
         return PaperHit(
-            paper=PaperInfo.from_paper(paper), score=round(score, 6), evidence=evidence, warning=self._warnings.get(pi)
+            paper=PaperInfo.from_paper(paper),
+            score=round(score, 6),
+            relevance=relevance,
+            weak=weak,
+            evidence=evidence,
+            warning=self._warnings.get(pi),
         )
 
     def _summary_warnings(self) -> dict[int, str]:

@@ -34,7 +34,7 @@ LORA = "2106.09685"
 LORA_TITLE = "Low-Rank Adaptation of Large Language Models"  # finds LoRA first whatever the fusion weights
 LOOPBACK = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.9", 50000)
-RESULT_KEYS = {"query", "mode", "total", "offset", "limit", "results", "took_ms"}
+RESULT_KEYS = {"query", "mode", "total", "offset", "limit", "results", "weak", "took_ms"}
 PAPER_KEYS = {"id", "title", "url", "dates", "votes", "authors"}
 EVIDENCE_KEYS = {"position", "section", "text", "score", "highlights"}
 
@@ -96,7 +96,9 @@ def test_search_response_shape(client: TestClient) -> None:
     assert (body["query"], body["mode"], body["limit"], body["offset"]) == (LORA_TITLE, "hybrid", 3, 0)
     assert len(body["results"]) == 3
     top = body["results"][0]
-    assert set(top) >= {"paper", "score", "evidence"}
+    assert set(top) >= {"paper", "score", "relevance", "weak", "evidence"}
+    assert all(0.0 <= hit["relevance"] <= 1.0 and isinstance(hit["weak"], bool) for hit in body["results"])
+    assert body["weak"] == all(hit["weak"] for hit in body["results"])
     assert set(top["paper"]) == PAPER_KEYS
     assert top["paper"]["id"] == LORA
     assert top["paper"]["url"] == f"https://arxiv.org/abs/{LORA}"
