@@ -1,7 +1,7 @@
 """Exact paper names: the short name a title starts with, and the whole title, as lookup keys.
 
 A paper's short name is the part of its title before the first colon ("MotionMaster" in
-"MotionMaster: ..."), or before a spaced dash ("EMO" in "EMO: Emote Portrait Alive - ...").
+"MotionMaster: ..."), or before a spaced dash ("SeaLLMs" in "SeaLLMs -- Large Language ...").
 Names and queries are compared by a key that ignores case, spacing, hyphens, CamelCase and
 punctuation, so "Coffee-Gym" = "coffee gym" and "MotionMaster" = "Motion Master", while
 "LongRoPE" and "LongRoPE2", or "SeaLLMs" and "SeaLLMs 3", stay different names.
@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-_DASH = re.compile(r"\s[-\u2013\u2014]\s")
+_DASH = re.compile(r"\s(?:--|[-\u2013\u2014])\s")
 
 
 def name_key(text: str) -> str:

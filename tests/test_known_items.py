@@ -86,6 +86,9 @@ def test_short_names_and_title_names() -> None:
         "EMO",
         "EMO: Emote Portrait Alive",
     ]
+    assert title_names("SeaLLMs -- Large Language Models") == ["SeaLLMs -- Large Language Models", "SeaLLMs"]
+    assert title_names("Éclair \u2014 Reading Documents") == ["Éclair \u2014 Reading Documents", "Éclair"]
+    assert title_names("Text-to-3D Faces") == ["Text-to-3D Faces"]
 
 
 def test_name_index_matches_whole_names_only() -> None:
