@@ -32,6 +32,16 @@ def settings_from(args: argparse.Namespace, **flags: str) -> Settings:
     return Settings(**given)
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def cmd_build_index(args: argparse.Namespace) -> int:
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
@@ -162,9 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--queries", type=Path, help="JSON lines {q, ids, lang?}: the query-file task (default: the title task)"
     )
+    evaluate.add_argument(
+        "--known-items",
+        action="store_true",
+        help="the known-item task: papers' short names and arXiv ids (4 spellings) as queries (default: off)",
+    )
+    evaluate.add_argument(
+        "--name-max-words",
+        type=_positive,
+        help="known-item task: longest title head (words before the colon) taken as a name (default: 5)",
+    )
     evaluate.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="ranking to measure (default: hybrid)")
     evaluate.add_argument("--all-modes", action="store_true", help="measure every mode (default: only --mode)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
+    evaluate.add_argument(
+        "--misses", action="store_true", help="with --json: list the queries whose answer is not first (default: off)"
+    )
     evaluate.set_defaults(func=cmd_eval, command_parser=evaluate)
     return parser
 

@@ -5,6 +5,11 @@
   would measure nothing. Broken down by format era.
 * Query-file task: JSON lines `{"q": ..., "ids": [...], "lang": ...}` searched against the index
   as users see it (every field). Broken down by `lang`.
+* Known-item task: the user names the paper. Queries built from the corpus: each paper's short
+  name (the part of its title before the colon) when it has at most `NAME_MAX_WORDS` words and
+  no other paper has that name or title after normalising (retrieval/names.py), and every
+  paper's arXiv id in four spellings. Searched like the query file (every field); the answer
+  is the paper itself. Groups: name, id, id-v2, id-arxiv, id-url.
 
 Metrics: Recall@1, Recall@10, MRR@10 and nDCG@10 (binary relevance).
 """
@@ -27,12 +32,23 @@ import numpy as np
 from retrieval.alignment import english_corrections
 from retrieval.corpus import Paper
 from retrieval.errors import QueryFileError
+from retrieval.ids import split_arxiv_ids
 from retrieval.models import Mode
+from retrieval.names import NameIndex, short_name
 from retrieval.search import Field_, Searcher
 
 MODES: tuple[Mode, ...] = ("dense", "lexical", "hybrid")
 DEFAULT_MODE: Mode = "hybrid"
 CUTOFF = 10
+# A title's head counts as a name when it has at most this many words ("Vision Mamba", "SeaLLMs
+# 3"); longer heads are phrases ("Rethinking the Role of ... in ...") nobody types as a name.
+NAME_MAX_WORDS = 5
+ID_SPELLINGS: dict[str, str] = {
+    "id": "{id}",
+    "id-v2": "{id}v2",
+    "id-arxiv": "arXiv:{id}",
+    "id-url": "https://arxiv.org/abs/{id}",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,21 @@ def title_queries(papers: Sequence[Paper]) -> list[EvalQuery]:
     return [EvalQuery(q=p.title, ids=frozenset({p.arxiv_id}), group=paper_era(p)) for p in papers]
 
 
+def known_item_queries(papers: Sequence[Paper], max_words: int = NAME_MAX_WORDS) -> list[EvalQuery]:
+    """Name queries (short, unambiguous title heads) and id queries in every `ID_SPELLINGS` spelling."""
+    names = NameIndex([p.title for p in papers])
+    queries: list[EvalQuery] = []
+    for index, paper in enumerate(papers):
+        name = short_name(paper.title)
+        if name and len(name.split()) <= max_words and names.lookup(name) == (index,):
+            queries.append(EvalQuery(q=name, ids=frozenset({paper.arxiv_id}), group="name"))
+    for group, spelling in ID_SPELLINGS.items():
+        queries += [
+            EvalQuery(q=spelling.format(id=p.arxiv_id), ids=frozenset({p.arxiv_id}), group=group) for p in papers
+        ]
+    return queries
+
+
 def load_query_file(path: Path) -> list[EvalQuery]:
     queries: list[EvalQuery] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -186,10 +217,15 @@ def summarise(ranked_queries: Sequence[Ranked], mode: Mode, task: str) -> EvalRe
 
 
 def warm_query_vectors(searcher: Searcher, texts: Sequence[str], mode: Mode, batch: int = 256) -> dict[str, np.ndarray]:
-    """Embed all queries in batches up front (same vectors, far fewer engine calls)."""
+    """Embed all queries in batches up front (same vectors, far fewer engine calls).
+
+    What is embedded is what the searcher embeds: the query without its arXiv ids (nothing for
+    a query that is only an id). Returns the vectors keyed by the stripped query as given.
+    """
     if mode == "lexical":
         return {}
-    unique = list(dict.fromkeys(t.strip() for t in texts))
+    rests = {text: split_arxiv_ids(text)[1] for text in (t.strip() for t in texts)}
+    unique = list(dict.fromkeys(rest for rest in rests.values() if rest))
     searcher.settings.query_cache_size = max(searcher.settings.query_cache_size, len(unique) + 1)
     embedded: dict[str, np.ndarray] = {}
     for start in range(0, len(unique), batch):
@@ -197,7 +233,7 @@ def warm_query_vectors(searcher: Searcher, texts: Sequence[str], mode: Mode, bat
         vectors = searcher.embedder.embed_queries(chunk)
         embedded.update(zip(chunk, vectors, strict=True))
     searcher.remember_query_vectors(embedded)
-    return embedded
+    return {text: embedded[rest] for text, rest in rests.items() if rest}
 
 
 def title_fold(arxiv_id: str) -> int:
@@ -238,6 +274,11 @@ def evaluate_query_file(searcher: Searcher, path: Path, mode: Mode) -> EvalResul
     return evaluate(searcher, load_query_file(path), mode, task=f"queries:{path.name}")
 
 
+def evaluate_known_items(searcher: Searcher, mode: Mode, max_words: int = NAME_MAX_WORDS) -> EvalResult:
+    """Names and arXiv ids of the indexed papers as queries; each one's answer is its own paper."""
+    return evaluate(searcher, known_item_queries(searcher.papers, max_words), mode, task="known-items")
+
+
 # ----------------------------------------------------------------------------- CLI
 def format_table(results: Sequence[EvalResult]) -> str:
     """A markdown table: one row per (task, mode, group)."""
@@ -272,10 +313,12 @@ def run_cli(args: argparse.Namespace) -> int:
     for mode in modes:
         if args.queries is not None:
             results.append(evaluate_query_file(searcher, args.queries, mode))
-        else:
+        if args.known_items:
+            results.append(evaluate_known_items(searcher, mode, args.name_max_words or NAME_MAX_WORDS))
+        if args.queries is None and not args.known_items:
             results.append(evaluate_title_task(searcher, mode))
     if args.json:
-        payload = [r.to_json() for r in results]
+        payload = [r.to_json(with_misses=args.misses) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False))
     else:
         print(format_table(results))

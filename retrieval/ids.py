@@ -22,6 +22,8 @@ _WHOLE = re.compile(
 # An id anywhere in a longer text, on token boundaries (not inside a longer number such as 12106.096851).
 _INSIDE = re.compile(rf"(?<![\w.]){_ID}(?![\w])", re.IGNORECASE)
 _PREFIX = re.compile(r"(?:arxiv:\s*|(?:https?://)?(?:www\.)?(?:arxiv\.org/(?:abs|pdf)/|huggingface\.co/papers/))", re.I)
+# The same mention with what a URL adds after the id, for removing it from a query.
+_MENTION = re.compile(rf"(?<![\w.]){_ID}(?:\.pdf)?/?(?![\w])", re.IGNORECASE)
 
 
 def _canonical(raw: str) -> str:
@@ -47,3 +49,16 @@ def find_arxiv_ids(text: str) -> list[str]:
         if canonical not in found:
             found.append(canonical)
     return found
+
+
+def split_arxiv_ids(text: str) -> tuple[list[str], str]:
+    """The ids mentioned in `text` (as `find_arxiv_ids`) and the text without those mentions.
+
+    Without an id the text comes back unchanged; with one, the mentions, their `arXiv:` and URL
+    parts are removed and the spacing collapsed ("2106.09685 LoRA" -> (["2106.09685"], "LoRA")).
+    """
+    ids = find_arxiv_ids(text)
+    if not ids:
+        return [], text
+    rest = _MENTION.sub(" ", _PREFIX.sub(" ", text))
+    return ids, " ".join(rest.split())

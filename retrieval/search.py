@@ -24,9 +24,10 @@ from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
 from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
-from retrieval.ids import normalise_arxiv_id
+from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
+from retrieval.names import NameIndex
 from retrieval.relevance import QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
@@ -57,6 +58,10 @@ class SearchSettings:
     # minus this times the vector's hub score times the query's share of Latin letters.
     hubness_bullets: float = 1.0
     hubness_centroid: float = 1.0
+    # Exact-name leg (retrieval/names.py), on when "title" is searched: a paper whose short name
+    # or whole title is the query gets weight x (the query's fused score range + 1) added, so at
+    # 1 or more it ranks above every paper not so named. 0 turns the leg off.
+    weight_name: float = 1.0
     z_depth: int = 100
     candidate_depth: int = 2000
     max_candidate_depth: int = 1_000_000
@@ -100,6 +105,7 @@ class Searcher:
         self._first_date = np.array([min(p.dates) if p.dates else "" for p in self.papers])
         self._last_date = np.array([max(p.dates) if p.dates else "" for p in self.papers])
         self._authors = [" | ".join(p.authors).lower() for p in self.papers]
+        self._names = NameIndex([p.title for p in self.papers])
         self._bullet_matrix = index.bullet_vectors.reconstruct_n(0, index.bullet_vectors.ntotal)
         self._title_matrix = index.title_vectors.reconstruct_n(0, index.title_vectors.ntotal)
         self._bm25_bullets = BM25Index.load(index.bm25_dirs["bm25_bullets"])
@@ -126,22 +132,29 @@ class Searcher:
         filters: Filters | None = None,
         fields: Sequence[Field_] | None = None,
     ) -> SearchResponse:
-        """Rank papers for `query` and return one page of hits with their cited bullets."""
+        """Rank papers for `query` and return one page of hits with their cited bullets.
+
+        Papers the query names by arXiv id come first, in the order named; the rest of the query
+        (without the ids) is ranked as usual, with the exact-name leg added to the fused scores.
+        """
         started = time.perf_counter()
         filters = filters or Filters()
         fields = tuple(fields or self.settings.fields)
         query = query.strip()
-        terms = self.query_terms(query)
-        english = latin_share(query)
         mask = self._filter_mask(filters)
-        want = offset + limit
+        ids, text = split_arxiv_ids(query)
+        first = self._named_by_id(ids, mask)
+        terms = self.query_terms(text)
+        english = latin_share(text)
+        want = offset + limit - len(first)
 
-        # The query vector feeds the dense legs and, in every mode, the hits' relevance.
-        vector_future = self._pool.submit(self._embed_query, query)
+        # The query vector (of the query without its ids) feeds the dense legs and, in every mode,
+        # the hits' relevance.
+        vector_future = self._pool.submit(self._embed_query, text) if text else None
         dense_future = vector_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
         lexical_rows = None
-        if mode in ("lexical", "hybrid"):
+        if text and mode in ("lexical", "hybrid"):
             lexical_legs, lexical_rows = self._lexical_scores(terms, english, fields)
         dense_legs: list[Leg] = []
         qvec = None
@@ -150,22 +163,31 @@ class Searcher:
             if dense_future is not None:
                 qvec = dense_future.result()
                 dense_legs = self._dense_scores(qvec, english, fields, depth)
-            fused = self._fuse(mode, dense_legs, lexical_legs)
+            fused = self._boost_names(self._fuse(mode, dense_legs, lexical_legs), text, fields)
+            fused[first] = np.nan  # placed in front below
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
             if len(candidates) >= want or exhausted or depth >= self.settings.max_candidate_depth:
                 break
             depth *= 4
-        order = candidates[np.lexsort((candidates, -fused[candidates]))]
+        ranked = candidates[np.lexsort((candidates, -fused[candidates]))]
+        order = np.concatenate([np.array(first, dtype=np.int64), ranked])
         page = order[offset : offset + limit]
-        marks = QueryMarks.build(query, terms, self.tokenizer.stem, STOPWORDS)
+        marks = QueryMarks.build(text, terms, self.tokenizer.stem, STOPWORDS)
         cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
-        judge = self.relevance_judge(query, fields, vector_future.result())
-        results = [self._hit(int(pi), float(fused[pi]), cite_by, lexical_rows, marks, mode, judge) for pi in page]
+        judge = self.relevance_judge(text, fields, vector_future.result()) if vector_future is not None else None
+        top = float(np.nanmax(fused)) if np.isfinite(fused).any() else 0.0
+        scores = {pi: top + len(first) - rank for rank, pi in enumerate(first)}  # above every other score
+        exact = set(first) | set(self._names_of(text, fields))  # the papers the query names: relevance 1
+        results = [
+            self._hit(int(pi), scores.get(int(pi), float(fused[pi])), cite_by, lexical_rows, marks, mode, judge,
+                      exact=int(pi) in exact)
+            for pi in page
+        ]  # fmt: skip
         return SearchResponse(
             query=query,
             mode=mode,
-            total=int(len(candidates)),
+            total=int(len(order)),
             offset=offset,
             limit=limit,
             results=results,
@@ -188,6 +210,30 @@ class Searcher:
             vector, terms, searched, self._bm25_papers, latin_share(query), self._bullet_matrix, self._offsets,
             self.relevance_calibration,
         )  # fmt: skip
+
+    def _named_by_id(self, ids: Sequence[str], mask: np.ndarray) -> list[int]:
+        """Indexes of the papers named by these canonical arXiv ids that are indexed and pass the filters."""
+        found = (self._by_id.get(arxiv_id) for arxiv_id in ids)
+        return [pi for pi in found if pi is not None and mask[pi]]
+
+    def _names_of(self, text: str, fields: Sequence[Field_]) -> list[int]:
+        """The papers whose short name or title is `text`, when titles are searched and the leg is on."""
+        if "title" not in fields or self.settings.weight_name <= 0 or not text:
+            return []
+        return list(self._names.lookup(text))
+
+    def _boost_names(self, fused: np.ndarray, text: str, fields: tuple[Field_, ...]) -> np.ndarray:
+        """The exact-name leg: lift the papers whose short name or title is `text` (title field only)."""
+        weight = self.settings.weight_name
+        named = self._names_of(text, fields)
+        if not named:
+            return fused
+        finite = fused[np.isfinite(fused)]
+        low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
+        base = np.nan_to_num(fused[named], nan=low)
+        boosted = fused.copy()
+        boosted[named] = base + weight * (high - low + 1.0)
+        return boosted
 
     def get_paper(self, arxiv_id: str) -> PaperDetail:
         pi = self._paper_index(arxiv_id)
@@ -362,10 +408,12 @@ class Searcher:
         marks: QueryMarks,
         mode: Mode,
         judge: QueryJudge | None = None,
+        exact: bool = False,
     ) -> PaperHit:
         """One result with its evidence: bullets ranked by cosine to `cite_by` (the query vector;
         None: no dense scores) and, outside dense mode, by BM25 (`lexical_rows`, every bullet);
-        relevance and weak from `judge` (None: not a text query, relevance is null)."""
+        relevance and weak from `judge` (None: not a text query, relevance is null); a paper the
+        query names (`exact`: by arXiv id or by its name) has relevance 1."""
         paper = self.papers[pi]
         start = int(self._offsets[pi])
         rows = self._bullet_matrix[start : int(self._offsets[pi + 1])]
@@ -395,6 +443,8 @@ class Searcher:
                 )
             )
         relevance, weak = judge.judge(pi) if judge is not None else (None, False)
+        if exact:
+            relevance, weak = 1.0, False
         return PaperHit(
             paper=PaperInfo.from_paper(paper),
             score=round(score, 6),
