@@ -94,6 +94,11 @@ class PaperResult(BaseModel):
     )
     weak: bool = Field(description="relevance below the measured threshold: probably not what was asked")
     warning: str | None = Field(default=None, description="set when the summary may not describe this paper")
+    legs: dict[str, float] = Field(
+        default_factory=dict,
+        description="each ranking leg's contribution to `score` (they add up to it): dense_best_bullet, "
+        "dense_centroid, dense_title, lexical_summary, lexical_title, exact_name, arxiv_id",
+    )
     bullets: list[CitedBullet]
 
 
@@ -127,6 +132,7 @@ def search_result(response: SearchResponse) -> SearchPapersResult:
                 relevance=hit.relevance,
                 weak=hit.weak,
                 warning=hit.warning,
+                legs={leg.leg: leg.contribution for leg in hit.explain.legs} if hit.explain else {},
                 bullets=bullets,
             )
         )
@@ -186,7 +192,7 @@ def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits
         except InvalidRequest as exc:
             raise ToolError(f"invalid arguments: {exc}".replace("q: ", "query: ", 1)) from None
         response = _current(get_searcher).search(
-            request.q.strip(), mode=request.mode, limit=request.k, filters=request.filters()
+            request.q.strip(), mode=request.mode, limit=request.k, filters=request.filters(), explain=True
         )
         return CallToolResult(
             content=[TextContent(type="text", text=render_citations(response))],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.corpus import Paper
 
@@ -56,6 +56,45 @@ class Evidence(BaseModel):
     )
 
 
+class LegContribution(BaseModel):
+    """One ranking leg's part in a hit's fused score."""
+
+    leg: str = Field(
+        description="dense_best_bullet, dense_centroid, dense_title, lexical_summary, lexical_title; "
+        "exact_name (the query is the paper's name) or arxiv_id (the query names the paper by id)"
+    )
+    raw: float | None = Field(
+        description="the leg's own score for this paper: a cosine (corrected for English queries) or a BM25 "
+        "score; null when the leg did not score the paper"
+    )
+    standardised: float | None = Field(description="the raw score as a z-score against the leg's top papers")
+    weight: float | None = Field(description="the leg's weight for this query")
+    contribution: float = Field(description="weight x standardised; a hit's contributions add up to its score")
+
+
+class MatchedTerm(BaseModel):
+    """A query term found in the paper's summary or title by the lexical legs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    term: str
+    via: str | None = Field(
+        default=None,
+        description="the English phrase this Korean term translates (corpus term map); null: the query's own",
+    )
+
+
+class Explanation(BaseModel):
+    """Why a paper was ranked where it is: the real computation of its score, leg by leg."""
+
+    legs: list[LegContribution]
+    terms: list[MatchedTerm] = Field(description="query terms the lexical legs matched in this paper")
+    bullets: dict[str, int | None] = Field(
+        description="the bullet position that carried each kind of match: dense (best corrected cosine) and "
+        "lexical (best BM25); null when that kind did not match"
+    )
+
+
 class PaperHit(BaseModel):
     """One paper in the results, with the bullets that justify it."""
 
@@ -77,6 +116,7 @@ class PaperHit(BaseModel):
     )
     evidence: list[Evidence]
     warning: str | None = Field(default=None, description="set when the summary may not describe this paper")
+    explain: Explanation | None = Field(default=None, description="the score breakdown, when asked for (explain=true)")
 
 
 class SearchResponse(BaseModel):

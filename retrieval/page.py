@@ -63,7 +63,7 @@ def page_state(
     except InvalidRequest as exc:
         return PageState(shown, error=str(exc))
     response = searcher.search(
-        request.q, mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters()
+        request.q, mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters(), explain=True
     )
     return PageState(shown, response=response)
 
@@ -143,8 +143,54 @@ def render_hit(hit: PaperHit, rank: int) -> str:
     weak = ' data-weak="true"' if hit.weak else ""
     return (
         f'<li class="hit" data-id="{_attr(paper.id)}" data-rank="{rank}"{weak}><h2>{link}</h2>'
-        f'<p class="meta">{meta}</p>{warning}<ul class="bullets">{bullets}</ul></li>'
+        f'<p class="meta">{meta}</p>{warning}<ul class="bullets">{bullets}</ul>{render_explanation(hit)}</li>'
     )
+
+
+LEG_LABELS = {
+    "dense_best_bullet": "의미: 가장 가까운 요약 문장",
+    "dense_centroid": "의미: 요약 전체",
+    "dense_title": "의미: 제목",
+    "lexical_summary": "키워드: 요약 (BM25)",
+    "lexical_title": "키워드: 제목·저자 (BM25)",
+    "exact_name": "논문 이름과 정확히 일치",
+    "arxiv_id": "arXiv id로 지정",
+}
+
+
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_explanation(hit: PaperHit) -> str:
+    """The score breakdown as a <details> block: readable without JavaScript."""
+    why = hit.explain
+    if why is None:
+        return ""
+    rows = "".join(
+        f'<tr data-leg="{_attr(leg.leg)}"><th scope="row">{html.escape(LEG_LABELS.get(leg.leg, leg.leg))}</th>'
+        f"<td>{_figure(leg.raw)}</td><td>{_figure(leg.standardised, 2)}</td><td>{_figure(leg.weight, 2)}</td>"
+        f"<td>{leg.contribution:+.2f}</td></tr>"
+        for leg in why.legs
+    )
+    table = (
+        '<table class="legs"><thead><tr><th scope="col">근거</th><th scope="col">원점수</th>'
+        '<th scope="col">표준화</th><th scope="col">가중치</th><th scope="col">기여</th></tr></thead>'
+        f'<tbody>{rows}</tbody><tfoot><tr><th scope="row">합계 (score)</th><td></td><td></td><td></td>'
+        f"<td>{hit.score:+.2f}</td></tr></tfoot></table>"
+    )
+    terms = ", ".join(html.escape(f"{t.via} → {t.term}" if t.via else t.term) for t in why.terms)
+    parts = [table]
+    if terms:
+        parts.append(f'<p class="terms">일치한 검색어: {terms}</p>')
+    cited = {ev.position: ev.text for ev in hit.evidence}
+    for kind, label in (("dense", "의미가 가장 가까운 문장"), ("lexical", "키워드가 가장 많이 맞은 문장")):
+        position = why.bullets.get(kind)
+        if position is not None:
+            text = cited.get(position)
+            quoted = f": {html.escape(text)}" if text else ""
+            parts.append(f'<p class="carried" data-kind="{kind}">{label}: 요약 #{position + 1}{quoted}</p>')
+    return f'<details class="why"><summary>왜 이 논문인가</summary>{"".join(parts)}</details>'
 
 
 def section_tag(section: str | None) -> str:

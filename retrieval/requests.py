@@ -101,6 +101,9 @@ class SearchRequest(BaseModel):
     date_to: str | None = Field(default=None, description="last digest date, YYYY-MM-DD (inclusive)")
     min_votes: int | None = Field(default=None, ge=0, description="minimum upvotes")
     author: str | None = Field(default=None, max_length=200, description="case-insensitive author substring")
+    explain: bool = Field(
+        default=False, description="add each hit's score breakdown (`explain`): legs, matched terms, bullets"
+    )
 
     @field_validator("date_from", "date_to", "author", mode="before")
     @classmethod

@@ -22,11 +22,12 @@ from retrieval.alignment import map_queries
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError
+from retrieval.explain import Explainer
 from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
-from retrieval.models import Evidence, Filters, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
+from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.names import NameIndex
 from retrieval.relevance import QueryJudge, calibration_for
 from retrieval.store import IndexData
@@ -72,7 +73,27 @@ class SearchSettings:
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
 
 
-Leg = tuple[np.ndarray, float]
+@dataclass(frozen=True)
+class Leg:
+    """One ranking leg for one query: a score per paper (NaN: not scored) and its weight."""
+
+    name: str
+    scores: np.ndarray
+    weight: float
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fused score per paper (NaN: no leg scored it) and each used leg's standardised scores."""
+
+    fused: np.ndarray
+    parts: list[tuple[Leg, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DenseLegs:
+    legs: list[Leg]
+    rows: np.ndarray | None  # every bullet's corrected cosine (None: bullets not searched)
 
 
 class Searcher:
@@ -131,8 +152,11 @@ class Searcher:
         offset: int = 0,
         filters: Filters | None = None,
         fields: Sequence[Field_] | None = None,
+        explain: bool = False,
     ) -> SearchResponse:
         """Rank papers for `query` and return one page of hits with their cited bullets.
+
+        `explain` adds each hit's score breakdown (`PaperHit.explain`, retrieval/explain.py).
 
         Papers the query names by arXiv id come first, in the order named; the rest of the query
         (without the ids) is ranked as usual, with the exact-name leg added to the fused scores.
@@ -156,14 +180,15 @@ class Searcher:
         lexical_rows = None
         if text and mode in ("lexical", "hybrid"):
             lexical_legs, lexical_rows = self._lexical_scores(terms, english, fields)
-        dense_legs: list[Leg] = []
+        dense = DenseLegs([], None)
         qvec = None
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None:
                 qvec = dense_future.result()
-                dense_legs = self._dense_scores(qvec, english, fields, depth)
-            fused = self._boost_names(self._fuse(mode, dense_legs, lexical_legs), text, fields)
+                dense = self._dense_scores(qvec, english, fields, depth)
+            fusion = self._fuse(mode, dense.legs, lexical_legs)
+            fused = self._boost_names(fusion.fused, text, fields)
             fused[first] = np.nan  # placed in front below
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -184,6 +209,18 @@ class Searcher:
                       exact=int(pi) in exact)
             for pi in page
         ]  # fmt: skip
+        if explain:
+            explainer = Explainer(
+                legs=[(leg.name, leg.scores, leg.weight, z) for leg, z in fusion.parts],
+                fused=fusion.fused,
+                boosted=fused,
+                offsets=self._offsets,
+                dense_rows=dense.rows if mode != "lexical" else None,
+                lexical_rows=lexical_rows if mode != "dense" else None,
+                term_hits=self._term_hits(text, fields) if mode != "dense" else {},
+            )
+            for pi, hit in zip(page, results, strict=True):
+                hit.explain = explainer.explain(int(pi), hit.score, by_id=int(pi) in scores)
         return SearchResponse(
             query=query,
             mode=mode,
@@ -210,6 +247,22 @@ class Searcher:
             vector, terms, searched, self._bm25_papers, latin_share(query), self._bullet_matrix, self._offsets,
             self.relevance_calibration,
         )  # fmt: skip
+
+    def _term_hits(self, text: str, fields: Sequence[Field_]) -> dict[MatchedTerm, np.ndarray]:
+        """For each lexical term of `text` (term-map expansions with the English phrase they
+        translate), the papers whose summary or title it was found in."""
+        own = self.tokenizer.tokenize(text) if text else []
+        extra = self.term_map.expand(text, own, self.tokenizer) if self.settings.expand_terms else []
+        sources = self.term_map.sources(text, extra, self.tokenizer) if extra else {}
+        searched = [self._bm25_papers] if "bullets" in fields else []
+        searched += [self._bm25_titles] if "title" in fields else []
+        hits: dict[MatchedTerm, np.ndarray] = {}
+        for term in dict.fromkeys([*own, *extra]):
+            found = np.zeros(len(self.papers), dtype=bool)
+            for bm25 in searched:
+                found |= bm25.scores([term]) > 0
+            hits[MatchedTerm(term=term, via=sources.get(term))] = found
+        return hits
 
     def _named_by_id(self, ids: Sequence[str], mask: np.ndarray) -> list[int]:
         """Indexes of the papers named by these canonical arXiv ids that are indexed and pass the filters."""
@@ -319,11 +372,12 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _dense_scores(self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int) -> list[Leg]:
+    def _dense_scores(self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int) -> DenseLegs:
         """Dense legs per paper: best bullet among the top `depth` bullets, bullet centroid, title.
         `english` (0-1) scales the query map and the hubness correction."""
         total = self.index.bullet_vectors.ntotal
         legs: list[Leg] = []
+        corrected = None
         qvec = qvec.astype(np.float32)
         # English queries move towards the Korean bullets (retrieval/alignment.py); the title leg
         # compares English with English and keeps the query as it is.
@@ -342,13 +396,14 @@ class Searcher:
             # Papers with no bullet in the candidate set score at most the weakest candidate.
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
             best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
-            legs.append((best, self.settings.weight_dense_max))
+            legs.append(Leg("dense_best_bullet", best, self.settings.weight_dense_max))
             centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
-            legs.append((centroid, self.settings.weight_dense_centroid))
+            legs.append(Leg("dense_centroid", centroid, self.settings.weight_dense_centroid))
         if "title" in fields and len(self._title_matrix):
-            legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
-        return legs
+            title = np.einsum("ij,j->i", self._title_matrix, qvec)
+            legs.append(Leg("dense_title", title, self.settings.weight_dense_title))
+        return DenseLegs(legs, corrected)
 
     def _lexical_scores(
         self, terms: list[str], english: float, fields: tuple[Field_, ...]
@@ -359,26 +414,17 @@ class Searcher:
         if "bullets" in fields and len(rows):
             rows = self._bm25_bullets.scores(terms)
             korean, latin = self.settings.weight_lexical_paper, self.settings.weight_lexical_paper_english
-            legs.append((self._bm25_papers.scores(terms), korean + (latin - korean) * english))
+            legs.append(Leg("lexical_summary", self._bm25_papers.scores(terms), korean + (latin - korean) * english))
         if "title" in fields:
-            legs.append((self._bm25_titles.scores(terms), self.settings.weight_lexical_title))
-        for scores, _ in legs:
-            scores[scores <= 0] = np.nan
+            legs.append(Leg("lexical_title", self._bm25_titles.scores(terms), self.settings.weight_lexical_title))
+        for leg in legs:
+            leg.scores[leg.scores <= 0] = np.nan
         return legs, rows
 
-    def _fuse(self, mode: Mode, dense: list[Leg], lexical: list[Leg]) -> np.ndarray:
+    def _fuse(self, mode: Mode, dense: list[Leg], lexical: list[Leg]) -> Fusion:
         """Weighted sum of per-query standardised leg scores; NaN for papers no leg scored."""
-        legs = (dense if mode != "lexical" else []) + (lexical if mode != "dense" else [])
-        fused = np.zeros(len(self.papers), dtype=np.float64)
-        seen = np.zeros(len(self.papers), dtype=bool)
-        for scores, weight in legs:
-            finite = np.isfinite(scores)
-            if not finite.any() or weight == 0:
-                continue
-            seen |= finite
-            fused += weight * standardise(scores, self.settings.z_depth)
-        fused[~seen] = np.nan
-        return fused
+        return fuse((dense if mode != "lexical" else []) + (lexical if mode != "dense" else []), len(self.papers),
+                    self.settings.z_depth)  # fmt: skip
 
     # ----------------------------------------------------------------- grouping and evidence
     def _group_max(self, rows: np.ndarray) -> np.ndarray:
@@ -487,6 +533,23 @@ class Searcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def fuse(legs: Sequence[Leg], size: int, z_depth: int) -> Fusion:
+    """The weighted sum of the legs' standardised scores (a pure function); NaN where no leg scored."""
+    fused = np.zeros(size, dtype=np.float64)
+    seen = np.zeros(size, dtype=bool)
+    parts: list[tuple[Leg, np.ndarray]] = []
+    for leg in legs:
+        finite = np.isfinite(leg.scores)
+        if not finite.any() or leg.weight == 0:
+            continue
+        seen |= finite
+        z = standardise(leg.scores, z_depth)
+        fused += leg.weight * z
+        parts.append((leg, z))
+    fused[~seen] = np.nan
+    return Fusion(fused, parts)
 
 
 def standardise(scores: np.ndarray, depth: int) -> np.ndarray:

@@ -121,6 +121,25 @@ class TermMap:
                     found.extend(self.ko_to_en[key])
         return list(dict.fromkeys(found))
 
+    def sources(self, query: str, extra: Sequence[str], tokenizer: object | None = None) -> dict[str, str]:
+        """For terms `expand` added, the English phrase of `query` each one translates ("attention")."""
+        words = _norm_en(query).split()
+        wanted = set(extra)
+        found: dict[str, str] = {}
+        for i, word in enumerate(words):
+            for key in self._en_first.get(word, ()):
+                if " ".join(words[i : i + key.count(" ") + 1]) != key:
+                    continue
+                for phrase in self.en_to_ko[key]:
+                    if tokenizer is not None:
+                        tokens = tokenizer.tokenize(phrase)  # type: ignore[attr-defined]
+                    else:
+                        tokens = re.findall(r"[0-9a-z][0-9a-z\-\.\+]*|[가-힣]+", phrase.lower())
+                    for token in tokens:
+                        if token in wanted:
+                            found.setdefault(token, key)
+        return found
+
     def expand(self, query: str, terms: Sequence[str], tokenizer: object | None = None) -> list[str]:
         """Lexical terms of the translations of `query` that the query does not have yet."""
         phrases = self.translations(query)

@@ -96,7 +96,7 @@ def test_search_papers_returns_structured_results_and_numbered_citations(
 ) -> None:
     result = call(fake_mcp, "search_papers", {"query": "LoRA low-rank adaptation", "k": 3})
     structured = check_citations(result)
-    expected = fake_searcher.search("LoRA low-rank adaptation", limit=3)
+    expected = fake_searcher.search("LoRA low-rank adaptation", limit=3, explain=True)
     assert [p.id for p in structured.results] == [h.paper.id for h in expected.results]
     assert structured.results[0].id == LORA
     assert structured == search_result(expected)

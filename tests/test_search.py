@@ -11,6 +11,7 @@ from conftest import SAMPLE
 
 from retrieval.embedding import load_embedder
 from retrieval.highlight import QueryMarks
+from retrieval.hubness import latin_share
 from retrieval.indexer import build_index
 from retrieval.lexical import STOPWORDS, KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings, standardise
@@ -136,8 +137,36 @@ def test_evidence_scores_are_real_cosines_beyond_the_candidate_depth(fake_search
 
 def test_summary_bm25_weight_follows_the_query_language(fake_searcher: Searcher) -> None:
     settings = fake_searcher.settings
-    terms = fake_searcher.query_terms("state space")
-    weights = [fake_searcher._lexical_scores(terms, english, ("bullets",))[0][0][1] for english in (0.0, 0.5, 1.0)]
     korean, latin = settings.weight_lexical_paper, settings.weight_lexical_paper_english
-    assert weights == pytest.approx([korean, (korean + latin) / 2, latin])
+    for query in ("상태 공간 모델", "state space 모델", "state space model"):
+        hit = fake_searcher.search(query, limit=1, explain=True).results[0]
+        assert hit.explain is not None
+        weight = next(leg.weight for leg in hit.explain.legs if leg.leg == "lexical_summary")
+        assert weight == pytest.approx(korean + (latin - korean) * latin_share(query), abs=1e-6)
     assert latin < korean
+
+
+def test_explanations_add_up_to_every_hit_score(fake_searcher: Searcher) -> None:
+    queries = ["low-rank adaptation 저랭크", "2106.09685 state space", "LoRA", "검색 증강 생성", "diffusion"]
+    for mode in ("hybrid", "dense", "lexical"):
+        for query in queries:
+            response = fake_searcher.search(query, mode=mode, limit=8, explain=True)
+            for hit in response.results:
+                assert hit.explain is not None
+                total = sum(leg.contribution for leg in hit.explain.legs)
+                assert total == pytest.approx(hit.score, abs=1e-4), (mode, query, hit.paper.id)
+    named = fake_searcher.search("2106.09685 state space", limit=1, explain=True).results[0]
+    assert named.explain is not None and [leg.leg for leg in named.explain.legs] == ["arxiv_id"]
+    lora = fake_searcher.search("LoRA", limit=1, explain=True).results[0]
+    assert lora.explain is not None and "exact_name" in [leg.leg for leg in lora.explain.legs]
+    assert fake_searcher.search("LoRA", limit=1).results[0].explain is None
+
+
+def test_explanation_names_the_bullets_and_terms_that_matched(fake_searcher: Searcher) -> None:
+    hit = fake_searcher.search("저랭크 행렬 low-rank", mode="hybrid", limit=1, explain=True).results[0]
+    assert hit.explain is not None
+    lexical = hit.explain.bullets["lexical"]
+    assert lexical is not None
+    bullet = fake_searcher.get_paper(hit.paper.id).bullets[lexical].text
+    assert any(term.term in bullet.lower() for term in hit.explain.terms)
+    assert {leg.leg for leg in hit.explain.legs} >= {"dense_best_bullet", "lexical_summary"}

@@ -40,7 +40,12 @@ def run_search(request: SearchRequest, searcher: Searcher, settings: Settings) -
     """Apply the operator's limits (one rule for every front end) and search."""
     request = request.checked(settings.request_limits())
     return searcher.search(
-        request.q, mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters()
+        request.q,
+        mode=request.mode,
+        limit=request.k,
+        offset=request.offset,
+        filters=request.filters(),
+        explain=request.explain,
     )
 
 
