@@ -130,6 +130,11 @@ class SearchResponse(BaseModel):
         default=False,
         description="every hit on this page is weak (or there is none): no paper here answers the query well",
     )
+    facets: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description='with facets=months: {"months": {"YYYY-MM": n}}, the papers matching the query well (not weak) '
+        "and the filters, by the month of their first digest date, oldest first",
+    )
     took_ms: float
 
 

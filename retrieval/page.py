@@ -5,6 +5,7 @@ It parses its query string with the same `parse_search_request` as every other f
 
 from __future__ import annotations
 
+import calendar
 import functools
 import html
 from dataclasses import dataclass
@@ -63,7 +64,13 @@ def page_state(
     except InvalidRequest as exc:
         return PageState(shown, error=str(exc))
     response = searcher.search(
-        request.q, mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters(), explain=True
+        request.q,
+        mode=request.mode,
+        limit=request.k,
+        offset=request.offset,
+        filters=request.filters(),
+        explain=True,
+        facets=("months",),
     )
     return PageState(shown, response=response)
 
@@ -99,7 +106,75 @@ def render_results(state: PageState) -> str:
     )
     items = "".join(render_hit(hit, rank) for rank, hit in enumerate(response.results, start=first))
     notice = weak_notice(response)
-    return f'{summary}{notice}<ol class="results" start="{first}">{items}</ol>{render_pager(state.params, response)}'
+    chart = render_months(state.params, (response.facets or {}).get("months", {}))
+    feed = render_feed_link(state.params)
+    return (
+        f'{summary}{notice}{chart}{feed}<ol class="results" start="{first}">{items}</ol>'
+        f"{render_pager(state.params, response)}"
+    )
+
+
+FEED_FIELDS = ("q", "mode", "date_from", "date_to", "min_votes", "author")
+
+
+def render_feed_link(params: dict[str, str]) -> str:
+    """A link to the Atom feed of this search (same query and filters)."""
+    href = _attr("/feed.atom?" + urlencode({k: v for k, v in params.items() if k in FEED_FIELDS}))
+    return (
+        f'<p class="feed"><a rel="alternate" type="application/atom+xml" href="{href}">이 검색 구독하기 (Atom)</a></p>'
+    )
+
+
+def month_range(month: str) -> tuple[str, str]:
+    """First and last day of `YYYY-MM`."""
+    year, number = int(month[:4]), int(month[5:7])
+    last = calendar.monthrange(year, number)[1]
+    return f"{month}-01", f"{month}-{last:02d}"
+
+
+def every_month(first: str, last: str) -> list[str]:
+    """`YYYY-MM` from `first` to `last`, gaps included."""
+    year, month = int(first[:4]), int(first[5:7])
+    out: list[str] = []
+    while f"{year:04d}-{month:02d}" <= last:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def render_months(params: dict[str, str], counts: dict[str, int]) -> str:
+    """When did it rise: an SVG bar per month of the papers that match well; a bar links to its month."""
+    if not counts:
+        return ""
+    months = every_month(min(counts), max(counts))
+    peak = max(counts.values())
+    width, height, gap = 24, 60, 6
+    bars = [render_bar(params, month, counts.get(month, 0), peak, i * (width + gap), width, height) for i, month in
+            enumerate(months)]  # fmt: skip
+    size = len(months) * (width + gap)
+    caption = f"잘 맞는 논문 {sum(counts.values())}편의 월별 분포 (막대를 누르면 그 달로 좁힙니다)"
+    return (
+        f'<figure class="months"><svg role="img" viewBox="0 0 {size} {height + 30}" width="{size}" '
+        f'height="{height + 30}" aria-label="잘 맞는 논문의 월별 수">{"".join(bars)}</svg>'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def render_bar(params: dict[str, str], month: str, n: int, peak: int, x: int, width: int, height: int) -> str:
+    """One month's bar: its count above it, its label below, a link that filters to the month."""
+    h = round(height * n / peak) if n else 0
+    top = height + 12 - h
+    date_from, date_to = month_range(month)
+    link = _attr(page_link({**params, "date_from": date_from, "date_to": date_to}, 0))
+    label = f"{month}: {n}편"
+    middle = x + width / 2
+    count = f'<text class="count" x="{middle}" y="{top - 2}" text-anchor="middle">{n}</text>' if n else ""
+    return (
+        f'<a href="{link}" class="bar" data-month="{month}" data-count="{n}" aria-label="{_attr(label)}">'
+        f'<title>{html.escape(label)}</title><rect x="{x}" y="{top}" width="{width}" height="{max(h, 1)}" rx="2">'
+        f'</rect>{count}<text class="month" x="{middle}" y="{height + 26}" text-anchor="middle">'
+        f"{month[2:4]}.{month[5:]}</text></a>"
+    )
 
 
 def weak_notice(response: SearchResponse) -> str:

@@ -136,6 +136,23 @@ class QueryJudge:
         share = float(self._weights[self._presence[:, paper]].sum()) / total if total > 0 else 0.0
         return Signals(cosine=cosine, term_share=share, latin=self._latin)
 
+    def relevance_of_all(self) -> np.ndarray:
+        """Every paper's relevance at once (the same model as `judge`, vectorised)."""
+        papers = len(self._offsets) - 1
+        if papers == 0:
+            return np.zeros(0)
+        counts = np.diff(self._offsets)
+        rows = self._bullets @ self._vector if len(self._bullets) else np.zeros(0, dtype=np.float32)
+        cosine = np.zeros(papers)
+        has = counts > 0
+        if has.any():
+            cosine[has] = np.maximum.reduceat(rows, self._offsets[:-1][has])
+        total = float(self._weights.sum())
+        share = (self._weights @ self._presence) / total if total > 0 else np.zeros(papers)
+        c = self.calibration
+        z = c.intercept + c.cosine * cosine + c.term_share * share + c.latin * self._latin
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+
     def judge(self, paper: int) -> tuple[float, bool]:
         """(relevance rounded to 4 places, weak) of one paper (an index into the searcher's papers)."""
         value = self.calibration.relevance(self.signals(paper))

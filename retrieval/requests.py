@@ -13,7 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -103,6 +103,9 @@ class SearchRequest(BaseModel):
     author: str | None = Field(default=None, max_length=200, description="case-insensitive author substring")
     explain: bool = Field(
         default=False, description="add each hit's score breakdown (`explain`): legs, matched terms, bullets"
+    )
+    facets: Literal["months"] | None = Field(
+        default=None, description="months: count the papers that match well per month (`facets.months`)"
     )
 
     @field_validator("date_from", "date_to", "author", mode="before")

@@ -33,9 +33,10 @@ from retrieval.relevance import QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
-__all__ = ["ALL_FIELDS", "Field_", "Filters", "Searcher", "SearchSettings"]
+__all__ = ["ALL_FIELDS", "Facet", "Field_", "Filters", "Searcher", "SearchSettings"]
 
 Field_ = Literal["bullets", "title"]
+Facet = Literal["months"]
 ALL_FIELDS: tuple[Field_, ...] = ("bullets", "title")
 
 
@@ -153,10 +154,12 @@ class Searcher:
         filters: Filters | None = None,
         fields: Sequence[Field_] | None = None,
         explain: bool = False,
+        facets: Sequence[Facet] = (),
     ) -> SearchResponse:
         """Rank papers for `query` and return one page of hits with their cited bullets.
 
-        `explain` adds each hit's score breakdown (`PaperHit.explain`, retrieval/explain.py).
+        `explain` adds each hit's score breakdown (`PaperHit.explain`, retrieval/explain.py);
+        `facets=("months",)` counts the papers that match well (not weak) per month of first digest date.
 
         Papers the query names by arXiv id come first, in the order named; the rest of the query
         (without the ids) is ranked as usual, with the exact-name leg added to the fused scores.
@@ -221,6 +224,15 @@ class Searcher:
             )
             for pi, hit in zip(page, results, strict=True):
                 hit.explain = explainer.explain(int(pi), hit.score, by_id=int(pi) in scores)
+        counts = None
+        if "months" in facets:
+            strong = np.zeros(len(self.papers), dtype=bool)
+            if judge is not None:
+                strong = judge.relevance_of_all() >= judge.calibration.threshold
+            strong[list(exact)] = True
+            strong &= np.isfinite(fused) & mask
+            strong[first] = True
+            counts = {"months": month_counts(self._first_date[strong])}
         return SearchResponse(
             query=query,
             mode=mode,
@@ -229,6 +241,7 @@ class Searcher:
             limit=limit,
             results=results,
             weak=all(hit.weak for hit in results),
+            facets=counts,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
@@ -533,6 +546,14 @@ class Searcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def month_counts(dates: np.ndarray) -> dict[str, int]:
+    """`YYYY-MM` -> how many of these `YYYY-MM-DD` dates fall in it, oldest month first."""
+    months: dict[str, int] = {}
+    for date in sorted(str(d) for d in dates if d):
+        months[date[:7]] = months.get(date[:7], 0) + 1
+    return months
 
 
 def fuse(legs: Sequence[Leg], size: int, z_depth: int) -> Fusion:

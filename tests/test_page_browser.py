@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +152,34 @@ def test_the_hangul_check_fails_without_a_korean_font(playwright: Playwright, ba
             assert drawing.tofu == drawing.syllables, f"{selector}: the check did not see the missing font"
     finally:
         fontless.close()
+
+
+def test_breakdown_and_month_histogram_in_the_browser(page: Page, base_url: str, tmp_path: Path) -> None:
+    query = "low-rank adaptation for fine-tuning language models"
+    search(page, base_url, query)
+    bars = page.locator("figure.months a.bar")
+    assert bars.count() >= 1
+    counts = [int(bars.nth(i).get_attribute("data-count") or "0") for i in range(bars.count())]
+    assert sum(counts) >= 1
+    months = [bars.nth(i).get_attribute("data-month") or "" for i in range(bars.count())]
+    assert months == sorted(months) and all(len(m) == 7 for m in months)
+    labels = page.locator("figure.months text.month").all_text_contents()
+    assert labels == [f"{m[2:4]}.{m[5:]}" for m in months]
+    shown = page.locator("figure.months text.count").all_text_contents()
+    assert [int(n) for n in shown] == [n for n in counts if n]
+    # the breakdown opens without JavaScript (a <details> element) and shows every leg
+    why = page.locator("li.hit").first.locator("details.why")
+    why.locator("summary").click()
+    assert why.locator("tr[data-leg]").count() >= 4
+    assert "합계 (score)" in why.inner_text()
+    page.screenshot(path=str(tmp_path / "breakdown-and-histogram.png"), full_page=False)
+    shot = os.environ.get("RETRIEVAL_SCREENSHOT")  # set it to refresh docs/breakdown-and-histogram.png
+    if shot:
+        page.screenshot(path=shot, full_page=False)
+    # a bar filters the results to its month
+    busiest = counts.index(max(counts))
+    with page.expect_navigation():
+        bars.nth(busiest).click()
+    month = months[busiest]
+    assert page.input_value("input[name=date_from]") == f"{month}-01"
+    assert page.locator("li.hit").count() >= 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from retrieval.api.deps import ArxivId, HolderDep, SearcherDep, SettingsDep, require_admin
 from retrieval.api.holder import ReloadResult
 from retrieval.config import Settings
 from retrieval.errors import RetrievalError
+from retrieval.feed import atom_feed
 from retrieval.models import PaperDetail, SearchResponse
 from retrieval.page import render_page
 from retrieval.requests import SearchBody, SearchRequest
@@ -46,6 +47,7 @@ def run_search(request: SearchRequest, searcher: Searcher, settings: Settings) -
         offset=request.offset,
         filters=request.filters(),
         explain=request.explain,
+        facets=(request.facets,) if request.facets else (),
     )
 
 
@@ -120,6 +122,24 @@ def admin_reload(holder: HolderDep) -> ReloadResult:
     except RetrievalError as exc:
         serving = holder.current.index.path.name if holder.current else "nothing"
         raise HTTPException(status_code=409, detail=f"reload failed: {exc} (still serving {serving})") from exc
+
+
+@router.get(
+    "/feed.atom",
+    tags=["search"],
+    response_class=Response,
+    responses={200: {"content": {"application/atom+xml": {}}, "description": "an Atom feed"}, 422: {}},
+)
+def feed(
+    params: Annotated[SearchRequest, Query()], request: Request, searcher: SearcherDep, settings: SettingsDep
+) -> Response:
+    """Follow a search: an Atom feed of the papers that match it well (not weak), newest digest first,
+    each with its arXiv link, digest date and cited bullets; the same parameters as `GET /search`."""
+    wide = params.model_copy(update={"k": settings.max_limit, "offset": 0})
+    response = run_search(wide, searcher, settings)
+    page_url = str(request.url).replace("/feed.atom", "/", 1)
+    body = atom_feed(response, str(request.url), page_url)
+    return Response(content=body, media_type="application/atom+xml")
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
