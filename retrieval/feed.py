@@ -13,7 +13,7 @@ FEED_ENTRIES = 50
 
 
 def _day(date: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
 
 
 def newest_first(hits: list[PaperHit]) -> list[PaperHit]:
@@ -33,7 +33,7 @@ def atom_feed(response: SearchResponse, self_url: str, page_url: str) -> bytes:
     feed.link(href=page_url, rel="alternate")
     feed.language("ko")
     entries = newest_first(response.results)
-    feed.updated(_day(max(entries[0].paper.dates)) if entries else dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
+    feed.updated(_day(max(entries[0].paper.dates)) if entries else dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     for hit in reversed(entries):  # feedgen prepends: add the oldest first
         paper = hit.paper
         entry = feed.add_entry()
