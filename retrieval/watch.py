@@ -122,6 +122,9 @@ class CorpusWatcher:
 
     # ----------------------------------------------------------------- control
     def start(self) -> CorpusWatcher:
+        """Start the watching and building threads (once; a second call does nothing)."""
+        if self._threads:
+            return self
         for target, name in ((self._watch_loop, "corpus-watch"), (self._build_loop, "corpus-build")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -184,7 +187,10 @@ class CorpusWatcher:
                     poll_delay_ms=self.poll_delay_ms,
                     raise_interrupt=False,
                 ):
-                    self.ready.set()
+                    if not self.ready.is_set():
+                        how = f"polling every {self.poll_delay_ms} ms" if self.polling else "native file events"
+                        log.info("watching %s for digest changes (%s)", self.corpus_dir, how)
+                        self.ready.set()
                     if changes:
                         log.info("%d change(s) under %s: %s", len(changes), self.corpus_dir, _sample(changes))
                         self.request_build()
