@@ -99,7 +99,7 @@ def corpus(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- the watcher alone
 def test_a_burst_of_writes_makes_one_build(tmp_path: Path) -> None:
     build = CountingBuild()
-    with started(CorpusWatcher(tmp_path, build, initial_build=False, step_ms=200)) as watcher:
+    with started(CorpusWatcher(tmp_path, build, initial_build=False, step_ms=500)) as watcher:
         for day in range(1, 7):
             write_digest(tmp_path, f"2024/01/{day:02d}.md")
         wait_for(lambda: build.calls >= 1, 10, "a build")
