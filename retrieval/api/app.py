@@ -145,13 +145,17 @@ def first_build_if_missing(settings: Settings) -> None:
 
 
 def configure_logging() -> None:
-    """Send the package's own log lines (reloads, load failures) to stderr beside uvicorn's."""
+    """Send the package's own log lines (reloads, load failures, watch builds) to stderr beside uvicorn's.
+
+    Only there: the MCP SDK puts a handler on the root logger, which would print each line twice.
+    """
     logger = logging.getLogger("retrieval")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _reload_on_sighup(holder: SearcherHolder) -> None:
