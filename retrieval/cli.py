@@ -1,8 +1,8 @@
-"""The `retrieval` command: build-index, search, serve, mcp, eval.
+"""The `retrieval` command: build-index, search, serve, watch, mcp, eval.
 
 User errors become one line on stderr and a documented exit code (see `retrieval.errors.ERROR_CODES`:
 2 usage, 3 corpus, 4 no index, 5 damaged index, 6 model mismatch, 7 locked, 8 model, 9 no such paper,
-10 service); never a traceback. Flags override the `RETRIEVAL_*` environment only when given.
+10 service, 11 no such day); never a traceback. Flags override the `RETRIEVAL_*` environment only when given.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from retrieval import __version__
 from retrieval.config import DEFAULT_INDEX, Settings
@@ -21,6 +24,10 @@ from retrieval.errors import RetrievalError, error_codes
 from retrieval.requests import InvalidRequest, parse_search_request
 
 INDEX_HELP = f"index directory (default: $RETRIEVAL_INDEX_DIR, else {DEFAULT_INDEX})"
+POLLING_HELP = (
+    "poll the folder for changes instead of native file events, e.g. on network or container mounts "
+    "(default: $RETRIEVAL_WATCH_FORCE_POLLING; polling is also used when native events are unavailable)"
+)
 
 
 def settings_from(args: argparse.Namespace, **flags: str) -> Settings:
@@ -29,7 +36,16 @@ def settings_from(args: argparse.Namespace, **flags: str) -> Settings:
     `flags` maps setting names to argparse destinations; a flag left at None was not given.
     """
     given = {name: getattr(args, dest) for name, dest in flags.items() if getattr(args, dest, None) is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:  # a flag or RETRIEVAL_* value out of range: one line, exit 2
+        problems = InvalidRequest.from_validation(exc).problems
+
+        def source(field: str) -> str:
+            return f"--{flags[field].replace('_', '-')}" if field in given else f"RETRIEVAL_{field.upper()}"
+
+        named = [replace(p, field=source(p.field)) for p in problems]
+        raise InvalidRequest(named) from None
 
 
 def _positive(value: str) -> int:
@@ -95,8 +111,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from retrieval.api import run_server
 
-    run_server(settings_from(args, index_dir="index", host="host", port="port"))
+    run_server(
+        settings_from(
+            args, index_dir="index", host="host", port="port", watch_corpus="watch", watch_force_polling="force_polling"
+        )
+    )
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from retrieval.api.app import configure_logging
+    from retrieval.refresh import run_watch
+
+    settings = settings_from(
+        args,
+        index_dir="index",
+        model="model",
+        batch_size="batch_size",
+        watch_force_polling="force_polling",
+        watch_debounce_ms="debounce_ms",
+    )
+    configure_logging()
+    return run_watch(settings, args.corpus, reload_url=args.reload_url)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -156,7 +192,43 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--index", type=Path, help=INDEX_HELP)
     serve.add_argument("--host", help="address to listen on (default: $RETRIEVAL_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: $RETRIEVAL_PORT, else 8000)")
+    serve.add_argument(
+        "--watch",
+        type=Path,
+        metavar="CORPUS_DIR",
+        help="watch this digest folder: rebuild and hot-reload the index when digests are added, changed or deleted "
+        "(default: $RETRIEVAL_WATCH_CORPUS, else no watching)",
+    )
+    serve.add_argument("--force-polling", action="store_true", default=None, help=POLLING_HELP)
     serve.set_defaults(func=cmd_serve, command_parser=serve)
+
+    watch = sub.add_parser(
+        "watch", help="rebuild an index whenever the digest folder changes (run beside `serve`, or alone)"
+    )
+    watch.add_argument("corpus", type=Path, help="folder of *.md digests to watch (searched recursively)")
+    watch.add_argument("--index", type=Path, help=INDEX_HELP)
+    watch.add_argument(
+        "--model",
+        help=f"model spec for a new index (an existing index keeps its own model; default: $RETRIEVAL_MODEL, "
+        f"else {DEFAULT_MODEL})",
+    )
+    watch.add_argument(
+        "--batch-size", type=int, help="texts per embedding call (default: $RETRIEVAL_BATCH_SIZE, else 256)"
+    )
+    watch.add_argument("--force-polling", action="store_true", default=None, help=POLLING_HELP)
+    watch.add_argument(
+        "--debounce-ms",
+        type=int,
+        help="longest time one burst of file events is grouped into one build (default: $RETRIEVAL_WATCH_DEBOUNCE_MS, "
+        "else 1600)",
+    )
+    watch.add_argument(
+        "--reload-url",
+        metavar="URL",
+        help="after each build, POST URL/admin/reload so a running server switches to the new version "
+        "(sends $RETRIEVAL_API_TOKEN as bearer token when set; default: no reload, use SIGHUP or POST yourself)",
+    )
+    watch.set_defaults(func=cmd_watch, command_parser=watch)
 
     mcp = sub.add_parser("mcp", help="run the MCP server on stdio")
     mcp.add_argument("--index", type=Path, help=INDEX_HELP)

@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     max_offset: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=16_384, ge=256)
     candidate_depth: int = Field(default=2000, ge=10, le=1_000_000)
+    watch_corpus: Path | None = Field(
+        default=None, description="corpus folder `serve` watches: rebuild and hot-reload the index when digests change"
+    )
+    watch_force_polling: bool = Field(
+        default=False, description="poll the corpus folder instead of native file events (used anyway without them)"
+    )
+    watch_poll_ms: int = Field(default=300, ge=10, description="polling interval when polling")
+    watch_debounce_ms: int = Field(default=1600, ge=1, description="longest time one batch of file events is grouped")
+    watch_step_ms: int = Field(default=200, ge=1, description="a batch ends after this long without a new event")
 
     def request_limits(self) -> RequestLimits:
         """The bounds every front end applies to a search request."""

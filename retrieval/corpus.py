@@ -73,6 +73,7 @@ class Paper:
     authors: list[str]
     bullets: list[Bullet]
     sources: list[str] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)  # date -> 0-based place in that day's digest
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def parse_digest(text: str, path: str) -> tuple[list[Paper], list[ParseProblem]]
                 authors=current.authors,
                 bullets=bullets,
                 sources=[path],
+                positions={date: len(papers)} if date else {},
             )
         )
 
@@ -246,7 +248,8 @@ def merge_papers(papers: Iterable[Paper]) -> list[Paper]:
     """Merge repeated appearances of a paper into one record.
 
     The bullets of the latest appearance are kept (a later summary replaces an earlier one),
-    dates and sources are the union, votes the highest seen.
+    dates and sources are the union, votes the highest seen; `positions` keeps the paper's place
+    in each day's digest (its first place when a digest lists it twice).
     """
     merged: dict[str, Paper] = {}
     for paper in sorted(papers, key=lambda p: (p.dates[0] if p.dates else "", p.sources)):
@@ -261,8 +264,11 @@ def merge_papers(papers: Iterable[Paper]) -> list[Paper]:
                 authors=list(paper.authors),
                 bullets=list(paper.bullets),
                 sources=list(paper.sources),
+                positions=dict(paper.positions),
             )
             continue
+        for date, position in paper.positions.items():
+            existing.positions[date] = min(position, existing.positions.get(date, position))
         existing.dates = sorted(set(existing.dates) | set(paper.dates))
         existing.sources = existing.sources + [s for s in paper.sources if s not in existing.sources]
         if paper.votes is not None and (existing.votes is None or paper.votes > existing.votes):

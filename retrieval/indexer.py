@@ -63,7 +63,8 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     digest = hashlib.sha256()
     for paper in corpus.papers:
         bullets = [[b.position, b.section, b.text] for b in paper.bullets]
-        record = [paper.arxiv_id, paper.title, paper.dates, paper.votes, paper.authors, bullets]
+        record: list[Any] = [paper.arxiv_id, paper.title, paper.dates, paper.votes, paper.authors, bullets]
+        record.append(sorted(paper.positions.items()))  # a day's order is served by /days
         digest.update(json.dumps(record, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
 

@@ -144,3 +144,25 @@ class PaperDetail(BaseModel):
     paper: PaperInfo
     bullets: list[Evidence]
     warning: str | None = None
+
+
+class DayCount(BaseModel):
+    date: str = Field(description="digest date, YYYY-MM-DD")
+    papers: int = Field(description="papers in that day's digest")
+
+
+class DaysResponse(BaseModel):
+    """`GET /days`: every digest date in the index, newest first."""
+
+    days: list[DayCount]
+
+
+class DayResponse(BaseModel):
+    """`GET /days/{date}`: one day's digest in its own order."""
+
+    date: str
+    papers: list[PaperHit] = Field(
+        description="the day's papers in the digest's order; each cites all its bullets, and `score` is 0 (not ranked)"
+    )
+    previous: str | None = Field(default=None, description="the nearest earlier digest date, if any")
+    next: str | None = Field(default=None, description="the nearest later digest date, if any")

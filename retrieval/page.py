@@ -1,6 +1,8 @@
-"""The search page: server-rendered HTML (no JavaScript framework, no build step), XSS-safe.
+"""The search page and the day pages: server-rendered HTML (no JavaScript framework, no build step), XSS-safe.
 
-It parses its query string with the same `parse_search_request` as every other front end.
+The search page parses its query string with the same `parse_search_request` as every other
+front end; without a query it offers the newest digest day. A day page (`/day/YYYY-MM-DD`) lists
+that day's digest in its own order with every bullet, and links to the days before and after.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi.responses import HTMLResponse
 
 from retrieval.config import Settings
+from retrieval.days import day_hits, days_of, parse_day
+from retrieval.errors import DayNotFoundError
 from retrieval.models import PaperHit, SearchResponse
 from retrieval.requests import InvalidRequest, parse_search_request
 from retrieval.search import Searcher
@@ -31,6 +35,7 @@ class PageState:
     params: dict[str, str]
     response: SearchResponse | None = None
     error: str | None = None
+    latest_day: str | None = None
 
 
 MODE_LABELS = {"hybrid": "하이브리드 (hybrid)", "dense": "의미 (dense)", "lexical": "키워드 (lexical)"}
@@ -56,7 +61,7 @@ def page_state(
     params = {k: v for k, v in query_params.items() if k in PAGE_FIELDS and v.strip()}
     shown = {"mode": "hybrid", **params}
     if "q" not in params:
-        return PageState(shown)
+        return PageState(shown, latest_day=days_of(searcher).latest if searcher is not None else None)
     if searcher is None:
         return PageState(shown, error=load_error or "the index is not loaded yet")
     try:
@@ -96,7 +101,7 @@ def render_results(state: PageState) -> str:
         return f'<p class="error" role="alert">{html.escape(state.error)}</p>'
     response = state.response
     if response is None:
-        return HINT
+        return HINT + latest_day_link(state.latest_day)
     if not response.results:
         return f'<p class="summary">“{html.escape(response.query)}”에 맞는 논문이 없습니다.</p>'
     first, last = response.offset + 1, response.offset + len(response.results)
@@ -201,7 +206,59 @@ def relevance_tag(hit: PaperHit) -> str:
     return f'<span class="relevance" title="관련도 (0–100%)">{bar} 관련도 {percent}%</span>{weak}'
 
 
-def render_hit(hit: PaperHit, rank: int) -> str:
+def latest_day_link(latest: str | None) -> str:
+    if latest is None:
+        return ""
+    href = _attr(day_href(latest))
+    return f'<p class="latest">최신 다이제스트: <a href="{href}">{html.escape(latest)}</a></p>'
+
+
+def day_href(date: str) -> str:
+    return f"/day/{quote(date, safe='')}"
+
+
+def render_day_page(date: str, searcher: Searcher | None, load_error: str | None) -> HTMLResponse:
+    """The page of one day's digest; an unknown day is a 404 page naming the nearest days, a bad date a 422."""
+    title = f"Daily Papers ({date})" if date else "Daily Papers"
+    status, content = 200, ""
+    if searcher is None:
+        status, content = 503, _error(load_error or "the index is not loaded yet")
+    else:
+        try:
+            date = parse_day(date)
+            hits = day_hits(searcher, date)
+        except InvalidRequest as exc:
+            status, content = 422, _error(str(exc))
+        except DayNotFoundError as exc:
+            status, content = 404, _error(str(exc)) + day_nav(*days_of(searcher).neighbours(date))
+        else:
+            content = render_day(date, hits, *days_of(searcher).neighbours(date))
+    body = page_template().substitute(title=html.escape(title), results=content, **render_form({}))
+    return HTMLResponse(body, status_code=status)
+
+
+def _error(message: str) -> str:
+    return f'<p class="error" role="alert">{html.escape(message)}</p>'
+
+
+def render_day(date: str, hits: list[PaperHit], before: str | None, after: str | None) -> str:
+    heading = f'<h2 class="day">Daily Papers ({html.escape(date)}) <span class="muted">논문 {len(hits)}편</span></h2>'
+    items = "".join(render_hit(hit, rank, show_score=False) for rank, hit in enumerate(hits, start=1))
+    nav = day_nav(before, after)
+    return f'{heading}{nav}<ol class="results day">{items}</ol>{nav}'
+
+
+def day_nav(before: str | None, after: str | None) -> str:
+    """Links to the nearest earlier (이전 날) and later (다음 날) digest days."""
+    links: list[str] = []
+    if before is not None:
+        links.append(f'<a class="prev" rel="prev" href="{_attr(day_href(before))}">← 이전 날 {html.escape(before)}</a>')
+    if after is not None:
+        links.append(f'<a class="next" rel="next" href="{_attr(day_href(after))}">다음 날 {html.escape(after)} →</a>')
+    return f'<nav class="pager days">{"".join(links)}</nav>' if links else ""
+
+
+def render_hit(hit: PaperHit, rank: int, show_score: bool = True) -> str:
     paper = hit.paper
     votes = "" if paper.votes is None else f'<span class="votes">▲ {paper.votes}</span>'
     dates = html.escape(", ".join(paper.dates))
@@ -213,7 +270,7 @@ def render_hit(hit: PaperHit, rank: int) -> str:
     link = f'<a href="{href}" rel="noopener noreferrer" target="_blank">{html.escape(paper.title)}</a>'
     meta = (
         f'<span class="arxiv">arXiv {html.escape(paper.id)}</span><span class="date">{dates}</span>{votes}'
-        f"{relevance_tag(hit)}"
+        f"{relevance_tag(hit) if show_score else ''}"
     )
     weak = ' data-weak="true"' if hit.weak else ""
     return (

@@ -128,6 +128,7 @@ def paper_to_json(paper: Paper) -> dict[str, Any]:
         "authors": list(paper.authors),
         "bullets": [{"position": b.position, "section": b.section, "text": b.text} for b in paper.bullets],
         "sources": list(paper.sources),
+        "positions": dict(paper.positions),
     }
 
 
@@ -142,6 +143,7 @@ def paper_from_json(data: dict[str, Any]) -> Paper:
         authors=list(data["authors"]),
         bullets=bullets,
         sources=list(data.get("sources", [])),
+        positions=dict(data.get("positions", {})),  # absent in indexes built before it existed
     )
 
 

@@ -1,8 +1,11 @@
 """The app factory and the server entry point.
 
 `create_app(settings, searcher=None)` builds the app; the index is opened once in the lifespan
-(unless a searcher is given) and injected into routes. `run_server(settings)` checks the port and
-opens the index first, so a busy port or a missing or damaged index stops it with one line.
+(unless a searcher is given) and injected into routes. With `settings.watch_corpus` the lifespan
+also starts a `CorpusWatcher` (retrieval/refresh.py) that rebuilds the index when digests change
+and hot-reloads it; it is stopped on shutdown. `run_server(settings)` checks the port and opens
+the index first, so a busy port or a missing or damaged index stops it with one line (with a
+watched corpus and no index yet, it builds the index first).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from retrieval.config import Settings
 from retrieval.errors import RetrievalError, UsageError
 from retrieval.mcp_server import mount_mcp
 from retrieval.page import static_dir
+from retrieval.refresh import make_builder, serve_watcher
 from retrieval.search import Searcher
 from retrieval.service import open_searcher
+from retrieval.store import IndexDirectory
 
 log = logging.getLogger("retrieval.api")
 
@@ -42,10 +47,16 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
     holder = SearcherHolder(settings, searcher)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(holder.load)
-        async with mcp:  # the MCP endpoint's session manager lives as long as the app
-            yield
+        watcher = serve_watcher(settings, holder).start() if settings.watch_corpus is not None else None
+        app.state.watcher = watcher
+        try:
+            async with mcp:  # the MCP endpoint's session manager lives as long as the app
+                yield
+        finally:
+            if watcher is not None:
+                await run_in_threadpool(watcher.stop)
 
     app = FastAPI(
         title="Daily Papers retrieval",
@@ -57,6 +68,7 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.holder = holder
+    app.state.watcher = None  # the CorpusWatcher of `serve --watch`, once started
     app.include_router(router)
     mcp = mount_mcp(app, lambda: holder.current, host=settings.host, limits=settings.request_limits())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
@@ -99,6 +111,8 @@ def run_server(settings: Settings) -> None:
     configure_logging()
     sock = bind_port(settings.host, settings.port)
     try:
+        if settings.watch_corpus is not None:
+            first_build_if_missing(settings)
         searcher = open_searcher(settings.index_dir, settings=search_settings(settings))
         app = create_app(settings, searcher)
         _reload_on_sighup(app.state.holder)
@@ -110,20 +124,38 @@ def run_server(settings: Settings) -> None:
             f"{searcher.index.path.name}, {searcher.index.manifest.papers} papers; API docs at /docs)",
             flush=True,
         )
+        if settings.watch_corpus is not None:
+            print(f"watching {settings.watch_corpus}: digest changes rebuild and reload the index", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
         server.run(sockets=[sock])
     finally:
         sock.close()
 
 
+def first_build_if_missing(settings: Settings) -> None:
+    """`serve --watch` on a corpus folder without an index yet: build it before serving."""
+    assert settings.watch_corpus is not None
+    if not settings.watch_corpus.is_dir():
+        raise UsageError(f"cannot watch {settings.watch_corpus}: not a folder (give the folder of the *.md digests)")
+    if IndexDirectory(settings.index_dir).exists():
+        return
+    print(f"no index at {settings.index_dir} yet: building it from {settings.watch_corpus} first", flush=True)
+    build = make_builder(settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size)
+    build()
+
+
 def configure_logging() -> None:
-    """Send the package's own log lines (reloads, load failures) to stderr beside uvicorn's."""
+    """Send the package's own log lines (reloads, load failures, watch builds) to stderr beside uvicorn's.
+
+    Only there: the MCP SDK puts a handler on the root logger, which would print each line twice.
+    """
     logger = logging.getLogger("retrieval")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _reload_on_sighup(holder: SearcherHolder) -> None:

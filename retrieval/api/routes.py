@@ -1,26 +1,38 @@
-"""The HTTP routes: search, papers, health, readiness, reload and the search page."""
+"""The HTTP routes: search, papers, digest days, health, readiness, reload, the search and day pages."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
 from retrieval.api.deps import ArxivId, HolderDep, SearcherDep, SettingsDep, require_admin
 from retrieval.api.holder import ReloadResult
 from retrieval.config import Settings
+from retrieval.days import day_hits, days_of, parse_day
 from retrieval.errors import RetrievalError
 from retrieval.feed import atom_feed
-from retrieval.models import PaperDetail, SearchResponse
-from retrieval.page import render_page
+from retrieval.models import DayResponse, DaysResponse, PaperDetail, SearchResponse
+from retrieval.page import render_day_page, render_page
 from retrieval.requests import SearchBody, SearchRequest
 from retrieval.search import Searcher
 
 
 class Health(BaseModel):
     status: str = "ok"
+
+
+class LastBuild(BaseModel):
+    """The outcome of the watcher's latest build (`serve --watch`)."""
+
+    at: str = Field(description="when the build ended, ISO 8601 UTC")
+    ok: bool = Field(description="false: the build or the switch to it failed; the previous version still serves")
+    error: str | None = Field(default=None, description="why it failed")
+    version: str | None = Field(default=None, description="the version it built (or found unchanged)")
+    unchanged: bool | None = Field(default=None, description="true when the corpus had not changed")
+    seconds: float = 0.0
 
 
 class Readiness(BaseModel):
@@ -30,7 +42,10 @@ class Readiness(BaseModel):
     dim: int | None = None
     papers: int | None = None
     bullets: int | None = None
-    created: str | None = None
+    created: str | None = Field(default=None, description="when the served version was built, ISO 8601 UTC")
+    latest_day: str | None = Field(default=None, description="the newest digest date in the served version")
+    watching: str | None = Field(default=None, description="the corpus folder `serve --watch` watches, if any")
+    last_build: LastBuild | None = Field(default=None, description="the watcher's latest build, if one ran")
     detail: str | None = None
 
 
@@ -58,11 +73,15 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, tags=["ops"], responses={503: {"model": Readiness}})
-def readyz(holder: HolderDep) -> Readiness | JSONResponse:
-    """The index is loaded: its version, model and counts; 503 otherwise."""
+def readyz(request: Request, holder: HolderDep) -> Readiness | JSONResponse:
+    """The index is loaded: its version, when it was built, model, counts, newest day; 503 otherwise.
+
+    Under `serve --watch` also the watched folder and the latest watch build's outcome.
+    """
     searcher = holder.current
+    watch = watch_state(request)
     if searcher is None:
-        body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet")
+        body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet", **watch)
         return JSONResponse(status_code=503, content=body.model_dump())
     manifest = searcher.index.manifest
     return Readiness(
@@ -73,7 +92,38 @@ def readyz(holder: HolderDep) -> Readiness | JSONResponse:
         papers=manifest.papers,
         bullets=manifest.bullets,
         created=manifest.created,
+        latest_day=days_of(searcher).latest,
+        **watch,
     )
+
+
+def watch_state(request: Request) -> dict[str, Any]:
+    watcher = getattr(request.app.state, "watcher", None)
+    if watcher is None:
+        return {}
+    outcome = watcher.last_build
+    return {
+        "watching": str(watcher.corpus_dir),
+        "last_build": LastBuild(**outcome.to_json()) if outcome is not None else None,
+    }
+
+
+@router.get("/days", response_model=DaysResponse, tags=["days"])
+def days(searcher: SearcherDep) -> DaysResponse:
+    """Every digest date in the index, newest first, with its number of papers."""
+    return DaysResponse(days=days_of(searcher).counts())
+
+
+@router.get("/days/{date}", response_model=DayResponse, tags=["days"], responses={404: {}, 422: {}})
+def day(date: str, searcher: SearcherDep) -> DayResponse:
+    """One day's digest in its own order: each paper as in search results, all its bullets, score 0.
+
+    An unknown date is a 404 naming the nearest dates that have a digest; a malformed one a 422.
+    """
+    date = parse_day(date)
+    hits = day_hits(searcher, date)
+    previous, following = days_of(searcher).neighbours(date)
+    return DayResponse(date=date, papers=hits, previous=previous, next=following)
 
 
 @router.get("/search", response_model=SearchResponse, tags=["search"], responses={422: {}})
@@ -146,3 +196,18 @@ def feed(
 def page(request: Request, holder: HolderDep, settings: SettingsDep) -> HTMLResponse:
     """The search page, rendered on the server; works without JavaScript."""
     return render_page(dict(request.query_params), holder.current, holder.error, settings)
+
+
+@router.get("/day", include_in_schema=False, response_model=None)
+def latest_day_page(holder: HolderDep) -> RedirectResponse | HTMLResponse:
+    """The newest day's digest page."""
+    latest = days_of(holder.current).latest if holder.current is not None else None
+    if latest is None:
+        return render_day_page("", holder.current, holder.error)
+    return RedirectResponse(f"/day/{latest}", status_code=307)
+
+
+@router.get("/day/{date}", response_class=HTMLResponse, include_in_schema=False)
+def day_page(date: str, holder: HolderDep) -> HTMLResponse:
+    """One day's digest as a page, with links to the days before and after."""
+    return render_day_page(date, holder.current, holder.error)
