@@ -35,6 +35,10 @@ class PaperNotFoundError(RetrievalError):
     """No paper with the requested arXiv id is in the index."""
 
 
+class SearcherClosedError(RetrievalError):
+    """A query reached a searcher that was closed (replaced by a reload and released)."""
+
+
 class UsageError(RetrievalError):
     """The user asked for something impossible: a bad request, a path of the wrong kind, a busy port."""
 
@@ -63,6 +67,7 @@ ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
     EmbedderError: (8, 503),
     PaperNotFoundError: (9, 404),
     ServiceError: (10, 502),
+    SearcherClosedError: (11, 503),
 }
 
 
