@@ -55,7 +55,7 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.include_router(router)
-    mcp = mount_mcp(app, lambda: holder.current, host=settings.host, limits=settings.request_limits())
+    mcp = mount_mcp(app, holder.lease, host=settings.host, limits=settings.request_limits())
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RetrievalError, domain_error)

@@ -53,20 +53,20 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, tags=["ops"], responses={503: {"model": Readiness}})
 def readyz(holder: HolderDep) -> Readiness | JSONResponse:
     """The index is loaded: its version, model and counts; 503 otherwise."""
-    searcher = holder.current
-    if searcher is None:
-        body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet")
-        return JSONResponse(status_code=503, content=body.model_dump())
-    manifest = searcher.index.manifest
-    return Readiness(
-        status="ready",
-        version=searcher.index.path.name,
-        model=manifest.model,
-        dim=manifest.dim,
-        papers=manifest.papers,
-        bullets=manifest.bullets,
-        created=manifest.created,
-    )
+    with holder.lease() as searcher:
+        if searcher is None:
+            body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet")
+            return JSONResponse(status_code=503, content=body.model_dump())
+        manifest = searcher.index.manifest
+        return Readiness(
+            status="ready",
+            version=searcher.index.path.name,
+            model=manifest.model,
+            dim=manifest.dim,
+            papers=manifest.papers,
+            bullets=manifest.bullets,
+            created=manifest.created,
+        )
 
 
 @router.get("/search", response_model=SearchResponse, tags=["search"], responses={422: {}})
@@ -120,4 +120,5 @@ def admin_reload(holder: HolderDep) -> ReloadResult:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page(request: Request, holder: HolderDep, settings: SettingsDep) -> HTMLResponse:
     """The search page, rendered on the server; works without JavaScript."""
-    return render_page(dict(request.query_params), holder.current, holder.error, settings)
+    with holder.lease() as searcher:
+        return render_page(dict(request.query_params), searcher, holder.error, settings)
