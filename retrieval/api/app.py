@@ -7,6 +7,7 @@ opens the index first, so a busy port or a missing or damaged index stops it wit
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
@@ -128,10 +129,9 @@ def _reload_on_sighup(holder: SearcherHolder) -> None:
         return
 
     def reload_in_background() -> None:
-        try:
+        # On a domain error the holder logs the failure and keeps serving the previous index.
+        with contextlib.suppress(RetrievalError):
             holder.reload()
-        except RetrievalError as exc:
-            log.error("reload on SIGHUP failed, still serving the previous index: %s", exc)
 
     def handler(_signum: int, _frame: object) -> None:
         log.info("SIGHUP: reloading the index")

@@ -100,14 +100,21 @@ class SearcherHolder:
                 warm_up(live)
 
     def reload(self) -> ReloadResult:
-        """Re-open the index directory's CURRENT version and swap it in; serialised."""
+        """Re-open the index directory's CURRENT version and swap it in; serialised; logs its outcome."""
         started = time.perf_counter()
         with self._reload_lock:
             old = self.current
             live = IndexDirectory(self.settings.index_dir).current_version()
             if old is not None and live is not None and live == old.index.path:
-                return _reload_result(False, old, old, started)
-            new = self._open(old)
+                result = _reload_result(False, old, old, started)
+                log.info("index reload: %s is still current, nothing to do (%.0f ms)", result.version, result.took_ms)
+                return result
+            try:
+                new = self._open(old)
+            except RetrievalError as exc:
+                serving = old.index.path.name if old is not None else "nothing"
+                log.error("index reload failed after %.0f ms, still serving %s: %s", _ms_since(started), serving, exc)
+                raise
             warm_up(new)
             self._swap(new)
             self.error = None
@@ -164,5 +171,9 @@ def _reload_result(reloaded: bool, new: Searcher, old: Searcher | None, started:
         previous=old.index.path.name if old is not None else None,
         papers=new.index.manifest.papers,
         bullets=new.index.manifest.bullets,
-        took_ms=round((time.perf_counter() - started) * 1000, 3),
+        took_ms=_ms_since(started),
     )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
