@@ -74,7 +74,7 @@ _WORD = re.compile(r"[0-9A-Za-z][0-9A-Za-z\-\.]*[0-9A-Za-z]|[가-힣]{2,}|[0-9A-
 
 # What a closed searcher keeps: light and shared with the searcher that replaced it (the holder
 # reuses the embedder and tokenizer); every other attribute is dropped by `close`.
-_KEPT_AFTER_CLOSE = frozenset({"embedder", "tokenizer", "settings", "_pool", "_closed", "_close_lock"})
+_KEPT_AFTER_CLOSE = frozenset({"embedder", "tokenizer", "settings", "_closed", "_close_lock"})
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
