@@ -104,19 +104,20 @@ def test_a_replaced_searcher_is_closed_only_after_its_in_flight_lease_ends(
 
     thread = threading.Thread(target=request)
     thread.start()
-    assert leased.wait(30)
-    rebuilder.rebuild()
-    result = holder.reload()
-    assert result.reloaded and result.previous == first.index.path.name != result.version
-    second = live(holder)
-    assert second is not first and not first.closed, "in flight: the replaced searcher stays open"
-    with holder.lease() as later:
-        assert later is second, "new requests get the new searcher"
-        assert later.get_paper(BUMPED_PAPER).paper.votes == rebuilder.votes
-    assert not first.closed
-
-    proceed.set()
-    thread.join(30)
+    try:
+        assert leased.wait(30)
+        rebuilder.rebuild()
+        result = holder.reload()
+        assert result.reloaded and result.previous == first.index.path.name != result.version
+        second = live(holder)
+        assert second is not first and not first.closed, "in flight: the replaced searcher stays open"
+        with holder.lease() as later:
+            assert later is second, "new requests get the new searcher"
+            assert later.get_paper(BUMPED_PAPER).paper.votes == rebuilder.votes
+        assert not first.closed
+    finally:
+        proceed.set()
+        thread.join(30)
     assert seen == {"searcher": first, "votes": 95, "hits": 3}, "the request finished on its own searcher"
     assert first.closed and first_data() is None, "closed (and its data released) once the lease ended"
     assert not second.closed
@@ -224,12 +225,14 @@ def test_a_request_in_flight_keeps_its_searcher_open_across_a_reload(
     with TestClient(app) as client:
         thread = threading.Thread(target=lambda: responses.append(client.get(path)))
         thread.start()
-        assert entered.wait(30)
-        rebuilder.rebuild()
-        assert holder.reload().reloaded
-        assert not first.closed, "the request still runs on it"
-        proceed.set()
-        thread.join(30)
+        try:
+            assert entered.wait(30)
+            rebuilder.rebuild()
+            assert holder.reload().reloaded
+            assert not first.closed, "the request still runs on it"
+        finally:
+            proceed.set()  # a failed check must not leave the request blocked
+            thread.join(30)
         assert responses[0].status_code == 200, responses[0].text
         assert wait_until(lambda: first.closed), "closed after the request's lease ended"
         assert client.get(path).status_code == 200, "later requests run on the new searcher"

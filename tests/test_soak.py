@@ -33,6 +33,7 @@ from retrieval.service import open_searcher
 CYCLES = 200
 WINDOW = 20  # cycles per measuring window: after the warm-up (cycles 20-39) and at the end (180-199)
 CLIENTS = 3
+PAUSE = 0.01  # seconds between a client's requests: traffic never stops, and the builds still get the GIL
 QUERIES = ["LoRA", "저랭크 행렬", "state space", "선호 최적화", "quantized 4-bit", "검색 증강 생성"]
 MODES = ("hybrid", "dense", "lexical")
 
@@ -137,6 +138,7 @@ class Traffic:
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     self.failures.append(f"client {slot} request {n}: {exc!r}")
                 self.counts[slot] += 1
+                time.sleep(PAUSE)
 
 
 def test_reload_soak_leaves_threads_descriptors_and_memory_flat(
@@ -150,8 +152,10 @@ def test_reload_soak_leaves_threads_descriptors_and_memory_flat(
     data: list[weakref.ref[object]] = []
     samples: list[Usage] = []
     building = 0.0
+    busy_cycles = 0  # cycles during which some client request was answered
     with serve_in_thread(app) as url, Traffic(url) as traffic, httpx.Client(base_url=url, timeout=60) as admin:
         for _ in range(CYCLES):
+            requests_before = sum(traffic.counts)
             build_started = time.monotonic()
             report = rebuilder.rebuild()
             building += time.monotonic() - build_started
@@ -166,12 +170,14 @@ def test_reload_soak_leaves_threads_descriptors_and_memory_flat(
             seen.append(current)
             data.append(weakref.ref(current.index))
             samples.append(usage())
+            busy_cycles += sum(traffic.counts) > requests_before
         served = sum(traffic.counts)
     final = usage()
     elapsed = time.monotonic() - started
 
     assert traffic.failures == [], f"{len(traffic.failures)} of {served} requests failed: {traffic.failures[:5]}"
     assert served >= 4 * CYCLES, f"only {served} requests in {CYCLES} cycles"
+    assert busy_cycles >= 0.95 * CYCLES, f"only {busy_cycles} of {CYCLES} cycles ran under traffic"
     assert len({s.index.path.name for s in seen}) == CYCLES
     assert all(s.closed for s in seen[:-1]) and not seen[-1].closed, "every replaced searcher is closed"
     assert sum(ref() is not None for ref in data[:-1]) == 0, "no replaced version's index data is still alive"
@@ -180,7 +186,8 @@ def test_reload_soak_leaves_threads_descriptors_and_memory_flat(
     warm, end = samples[WINDOW : 2 * WINDOW], samples[-WINDOW:]
     fields = ("threads", "tasks", "fds", "rss_kib")
     summary = (
-        f"{CYCLES} cycles, {served} requests in {elapsed:.0f} s (builds {building:.0f} s); medians warm -> end: "
+        f"{CYCLES} cycles ({busy_cycles} under traffic), {served} requests in {elapsed:.0f} s "
+        f"(builds {building:.0f} s); medians warm -> end: "
         + ", ".join(f"{f} {median(warm, f):.0f} -> {median(end, f):.0f}" for f in fields)
     )
     print(summary)
