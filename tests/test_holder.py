@@ -19,8 +19,9 @@ from mcp import Client
 from rebuild import BUMPED_PAPER, Rebuilder
 
 from retrieval.api import SearcherHolder, create_app
+from retrieval.api import holder as holder_module
 from retrieval.config import Settings
-from retrieval.errors import IndexCorruptError, SearcherClosedError
+from retrieval.errors import EmbedderError, IndexCorruptError, SearcherClosedError
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.mcp_server import build_mcp
 from retrieval.search import Searcher
@@ -152,6 +153,24 @@ def test_a_reload_that_swaps_nothing_closes_nothing(holder: SearcherHolder, rebu
     assert live(holder) is first and not first.closed
     with holder.lease() as searcher:
         assert searcher is first and searcher.search("LoRA").results
+
+
+def test_a_searcher_that_fails_its_warm_up_is_closed_and_the_old_one_kept(
+    holder: SearcherHolder, rebuilder: Rebuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = live(holder)
+    opened: list[Searcher] = []
+
+    def failing_warm_up(searcher: Searcher) -> None:
+        opened.append(searcher)
+        raise EmbedderError("the model could not be loaded")
+
+    monkeypatch.setattr(holder_module, "warm_up", failing_warm_up)
+    rebuilder.rebuild()
+    with pytest.raises(EmbedderError):
+        holder.reload()
+    assert len(opened) == 1 and opened[0] is not first and opened[0].closed
+    assert live(holder) is first and not first.closed
 
 
 def test_without_an_index_the_lease_is_empty(tmp_path: Path) -> None:

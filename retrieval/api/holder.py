@@ -115,7 +115,6 @@ class SearcherHolder:
                 serving = old.index.path.name if old is not None else "nothing"
                 log.error("index reload failed after %.0f ms, still serving %s: %s", _ms_since(started), serving, exc)
                 raise
-            warm_up(new)
             self._swap(new)
             self.error = None
         result = _reload_result(True, new, old, started)
@@ -148,14 +147,21 @@ class SearcherHolder:
             _close(slot)
 
     def _open(self, previous: Searcher | None) -> Searcher:
-        """Load the index; keep the previous searcher's settings, tokenizer and (same model) embedder."""
+        """Load the index and warm it up; keep the previous searcher's settings, tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            return Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
-        embedder = previous.embedder
-        if embedder.name != index.manifest.model:
-            embedder = load_embedder(index.manifest.model)
-        return Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+            searcher = Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+        else:
+            embedder = previous.embedder
+            if embedder.name != index.manifest.model:
+                embedder = load_embedder(index.manifest.model)
+            searcher = Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+        try:
+            warm_up(searcher)
+        except BaseException:
+            searcher.close()  # never swapped in: nobody else will close it
+            raise
+        return searcher
 
 
 def _close(slot: _Slot) -> None:
