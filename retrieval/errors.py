@@ -39,6 +39,10 @@ class DayNotFoundError(RetrievalError):
     """No digest of the requested date is in the index."""
 
 
+class SearcherClosedError(RetrievalError):
+    """A query reached a searcher that was closed (replaced by a reload and released)."""
+
+
 class UsageError(RetrievalError):
     """The user asked for something impossible: a bad request, a path of the wrong kind, a busy port."""
 
@@ -68,6 +72,7 @@ ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
     PaperNotFoundError: (9, 404),
     ServiceError: (10, 502),
     DayNotFoundError: (11, 404),
+    SearcherClosedError: (12, 503),
 }
 
 

@@ -1,7 +1,8 @@
 """MCP server: lets LLM assistants search the Daily Papers index and read whole summaries.
 
-Two tools, built by `build_mcp` over a callable that returns the current `Searcher` (the HTTP
-app swaps searchers on reload, so the tools look it up on every call):
+Two tools, built by `build_mcp` over a callable that returns the current `Searcher`, or a lease
+on it (the HTTP app passes `SearcherHolder.lease`: it swaps searchers on reload, so the tools look
+it up on every call and hold the lease until the call is answered):
 
 * `search_papers(query, k, date_from, date_to, min_votes, author, mode)`: papers with their cited bullets,
   as structured content and as text with numbered citations [1], [2], ...
@@ -15,8 +16,8 @@ checked by the same `parse_search_request` as every other front end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, AsyncExitStack, contextmanager, nullcontext
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -154,18 +155,25 @@ class OneLineErrors(MCPServer):
             raise
 
 
-def _current(get_searcher: Callable[[], Searcher | None]) -> Searcher:
+# A searcher (None while none is loaded), or a context manager that leases one for a call.
+SearcherSource = Callable[[], AbstractContextManager[Searcher | None] | Searcher | None]
+
+
+@contextmanager
+def _current(get_searcher: SearcherSource) -> Iterator[Searcher]:
+    """The searcher for one tool call, leased for the call when the source hands out leases."""
     try:
-        searcher = get_searcher()
+        found = get_searcher()
     except RetrievalError as exc:
         raise ToolError(f"the search index is not available: {exc}") from exc
-    if searcher is None:
-        raise ToolError("the search index is not loaded yet; try again shortly")
-    return searcher
+    with found if isinstance(found, AbstractContextManager) else nullcontext(found) as searcher:
+        if searcher is None:
+            raise ToolError("the search index is not loaded yet; try again shortly")
+        yield searcher
 
 
 # --------------------------------------------------------------------------- server
-def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits | None = None) -> MCPServer:
+def build_mcp(get_searcher: SearcherSource, limits: RequestLimits | None = None) -> MCPServer:
     """An MCP server with the `search_papers` and `get_paper` tools over `get_searcher()`."""
     limits = limits or RequestLimits()
     # The SDK calls logging.basicConfig at construction: at INFO, every library's logs would be echoed.
@@ -191,9 +199,10 @@ def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits
             request = parse_search_request(arguments, limits)
         except InvalidRequest as exc:
             raise ToolError(f"invalid arguments: {exc}".replace("q: ", "query: ", 1)) from None
-        response = _current(get_searcher).search(
-            request.q.strip(), mode=request.mode, limit=request.k, filters=request.filters(), explain=True
-        )
+        with _current(get_searcher) as searcher:
+            response = searcher.search(
+                request.q.strip(), mode=request.mode, limit=request.k, filters=request.filters(), explain=True
+            )
         return CallToolResult(
             content=[TextContent(type="text", text=render_citations(response))],
             structured_content=search_result(response).model_dump(mode="json"),
@@ -206,7 +215,8 @@ def build_mcp(get_searcher: Callable[[], Searcher | None], limits: RequestLimits
         if not arxiv_id.strip():
             raise ToolError("arxiv_id is empty: give an arXiv id such as 2106.09685")
         try:
-            detail = _current(get_searcher).get_paper(arxiv_id)
+            with _current(get_searcher) as searcher:
+                detail = searcher.get_paper(arxiv_id)
         except PaperNotFoundError as exc:
             raise ToolError(f"{exc}; search_papers finds papers by topic") from exc
         return CallToolResult(
@@ -274,7 +284,7 @@ class MountedMCP:
 
 def mount_mcp(
     app: FastAPI,
-    get_searcher: Callable[[], Searcher | None],
+    get_searcher: SearcherSource,
     *,
     path: str = "/mcp",
     host: str = "127.0.0.1",

@@ -8,20 +8,21 @@ so a filter never shrinks a page below `limit` while enough matching papers exis
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 
 from retrieval.alignment import map_queries
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
-from retrieval.errors import IndexMismatchError, PaperNotFoundError
+from retrieval.errors import IndexMismatchError, PaperNotFoundError, SearcherClosedError
 from retrieval.explain import Explainer
 from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
@@ -97,8 +98,35 @@ class DenseLegs:
     rows: np.ndarray | None  # every bullet's corrected cosine (None: bullets not searched)
 
 
+# What a closed searcher keeps: light and shared with the searcher that replaced it (the holder
+# reuses the embedder and tokenizer); every other attribute is dropped by `close`.
+_KEPT_AFTER_CLOSE = frozenset({"embedder", "tokenizer", "settings", "_closed", "_close_lock"})
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _open_only(method: Callable[Concatenate[Searcher, _P], _R]) -> Callable[Concatenate[Searcher, _P], _R]:
+    """Refuse the call with `SearcherClosedError` once the searcher is closed."""
+
+    @functools.wraps(method)
+    def guarded(self: Searcher, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._closed:
+            raise SearcherClosedError(
+                f"the searcher of index version {self.index.path.name} is closed; "
+                "query the service's current searcher instead"
+            )
+        return method(self, *args, **kwargs)
+
+    return guarded
+
+
 class Searcher:
-    """Answers queries over one loaded index. Thread-safe for concurrent searches."""
+    """Answers queries over one loaded index. Thread-safe for concurrent searches.
+
+    `close()` releases what it holds; `SearcherHolder` calls it once a replaced searcher's last
+    query has finished.
+    """
 
     def __init__(
         self,
@@ -143,8 +171,11 @@ class Searcher:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-leg")
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     # ----------------------------------------------------------------- public API
+    @_open_only
     def search(
         self,
         query: str,
@@ -301,12 +332,14 @@ class Searcher:
         boosted[named] = base + weight * (high - low + 1.0)
         return boosted
 
+    @_open_only
     def get_paper(self, arxiv_id: str) -> PaperDetail:
         pi = self._paper_index(arxiv_id)
         paper = self.papers[pi]
         bullets = [Evidence(position=b.position, section=b.section, text=b.text, score=0.0) for b in paper.bullets]
         return PaperDetail(paper=PaperInfo.from_paper(paper), bullets=bullets, warning=self._warnings.get(pi))
 
+    @_open_only
     def similar(self, arxiv_id: str, limit: int = 10, filters: Filters | None = None) -> SearchResponse:
         """Nearest other papers to a paper, by the centroid of its bullet vectors."""
         started = time.perf_counter()
@@ -330,6 +363,7 @@ class Searcher:
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
+    @_open_only
     def query_terms(self, query: str) -> list[str]:
         """Lexical terms of a query, expanded with the corpus term map when enabled."""
         terms = self.tokenizer.tokenize(query) if query else []
@@ -544,8 +578,28 @@ class Searcher:
     def summary_warnings(self) -> dict[str, str]:
         return {self.papers[pi].arxiv_id: text for pi, text in self._warnings.items()}
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        """Release everything this searcher holds; idempotent; later queries raise `SearcherClosedError`.
+
+        Waits for running query legs and stops the thread pool, then drops the index data and
+        every array and table built from it (attributes added later too: only the few light
+        ones named in `_KEPT_AFTER_CLOSE` stay, and `index` keeps just its manifest and path).
+        Call it only when no query is running on this searcher; the holder's leases see to that.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pool.shutdown(wait=True)
+        state = vars(self)
+        kept = {name: value for name, value in state.items() if name in _KEPT_AFTER_CLOSE}
+        kept["index"] = self.index.released()
+        state.clear()
+        state.update(kept)
 
 
 def month_counts(dates: np.ndarray) -> dict[str, int]:

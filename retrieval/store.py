@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,20 @@ class IndexData:
     hub_bullets: np.ndarray  # hubness of each bullet vector (retrieval/hubness.py)
     hub_papers: np.ndarray  # hubness of each paper's bullet centroid
     query_map: np.ndarray  # (dim, dim) map of English queries towards the bullets (retrieval/alignment.py)
+
+    def released(self) -> IndexData:
+        """A copy that keeps only the manifest and path: what a closed searcher still tells about itself."""
+        empty = np.empty(0, dtype=np.float32)
+        return replace(
+            self,
+            papers=[],
+            bullet_vectors=faiss.IndexFlatIP(self.manifest.dim),
+            title_vectors=faiss.IndexFlatIP(self.manifest.dim),
+            bm25_dirs={},
+            hub_bullets=empty,
+            hub_papers=empty,
+            query_map=np.empty((0, 0), dtype=np.float32),
+        )
 
     @property
     def bullet_rows(self) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -24,11 +25,12 @@ def get_holder(request: Request) -> SearcherHolder:
     return holder
 
 
-def get_searcher(holder: Annotated[SearcherHolder, Depends(get_holder)]) -> Searcher:
-    searcher = holder.current
-    if searcher is None:
-        raise HTTPException(status_code=503, detail=holder.error or "the index is not loaded yet")
-    return searcher
+def get_searcher(holder: Annotated[SearcherHolder, Depends(get_holder)]) -> Iterator[Searcher]:
+    """The live searcher, leased for the whole request (a reload closes it only after the request)."""
+    with holder.lease() as searcher:
+        if searcher is None:
+            raise HTTPException(status_code=503, detail=holder.error or "the index is not loaded yet")
+        yield searcher
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,10 +1,13 @@
-"""The live `Searcher` of a running service, swapped atomically on reload."""
+"""The live `Searcher` of a running service, swapped atomically on reload and closed once unused."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -37,46 +40,82 @@ def warm_up(searcher: Searcher) -> None:
     searcher.tokenizer.tokenize("검색 준비 warm-up")
 
 
+@dataclass
+class _Slot:
+    """A searcher with its count of open leases; `retired` once another took its place."""
+
+    searcher: Searcher
+    leases: int = 0
+    retired: bool = False
+
+
 class SearcherHolder:
     """Holds the live `Searcher`; `reload` swaps it atomically.
 
-    Requests read `current` once and keep that reference, so a request in flight finishes on
-    the searcher it started with while later requests see the new one.
+    Every reader takes a lease (`with holder.lease() as searcher:`) and keeps that searcher for
+    the whole request, so a request in flight finishes on the searcher it started with while
+    later requests see the new one. A replaced searcher is closed when its last lease ends (at
+    once when it has none): the holder owns every searcher it holds, the one given to it too.
     """
 
     def __init__(self, settings: Settings, searcher: Searcher | None = None) -> None:
         self.settings = settings
-        self._searcher = searcher
-        self._reload_lock = threading.Lock()
+        self._slot = _Slot(searcher) if searcher is not None else None
+        self._lock = threading.Lock()  # guards _slot and every slot's counts
+        self._reload_lock = threading.Lock()  # one load or reload at a time
         self.error: str | None = None
 
     @property
     def current(self) -> Searcher | None:
-        return self._searcher
+        """The live searcher, for a glance (version, counts); query it only under `lease()`."""
+        slot = self._slot
+        return slot.searcher if slot is not None else None
+
+    @contextmanager
+    def lease(self) -> Iterator[Searcher | None]:
+        """The live searcher (None when no index is loaded), kept open until the block ends."""
+        with self._lock:
+            slot = self._slot
+            if slot is not None:
+                slot.leases += 1
+        try:
+            yield slot.searcher if slot is not None else None
+        finally:
+            if slot is not None:
+                self._release(slot)
 
     def load(self) -> None:
         """Open the index if none is held; on a domain error stay unready and keep the message."""
-        if self._searcher is None:
-            try:
-                self._searcher = open_searcher(self.settings.index_dir, settings=search_settings(self.settings))
-            except RetrievalError as exc:
-                self.error = str(exc)
-                log.error("index not loaded: %s", exc)
-                return
-        warm_up(self._searcher)
+        with self._reload_lock:
+            if self._slot is None:
+                try:
+                    searcher = open_searcher(self.settings.index_dir, settings=search_settings(self.settings))
+                except RetrievalError as exc:
+                    self.error = str(exc)
+                    log.error("index not loaded: %s", exc)
+                    return
+                self._swap(searcher)
+        with self.lease() as live:
+            if live is not None:
+                warm_up(live)
 
     def reload(self) -> ReloadResult:
-        """Re-open the index directory's CURRENT version and swap it in; serialised."""
+        """Re-open the index directory's CURRENT version and swap it in; serialised; logs its outcome."""
         started = time.perf_counter()
         with self._reload_lock:
-            old = self._searcher
+            old = self.current
             live = IndexDirectory(self.settings.index_dir).current_version()
             if old is not None and live is not None and live == old.index.path:
-                log.info("index reload: %s is still the current version; nothing to do", live.name)
-                return _reload_result(False, old, old, started)
-            new = self._open(old)
-            warm_up(new)
-            self._searcher = new
+                result = _reload_result(False, old, old, started)
+                log.info("index reload: %s is still current, nothing to do (%.0f ms)", result.version, result.took_ms)
+                return result
+            try:
+                new = self._open(old)
+            except RetrievalError as exc:
+                serving = old.index.path.name if old is not None else "nothing"
+                log.error("index reload failed after %.0f ms, still serving %s: %s", _ms_since(started), serving, exc)
+                raise
+            self._swap(new)
             self.error = None
         result = _reload_result(True, new, old, started)
         log.info(
@@ -89,15 +128,46 @@ class SearcherHolder:
         )
         return result
 
+    def _swap(self, searcher: Searcher) -> None:
+        """Make `searcher` the live one; retire the previous one, closed now if idle, else by its last lease."""
+        with self._lock:
+            old, self._slot = self._slot, _Slot(searcher)
+            if old is not None:
+                old.retired = True
+            idle = old is not None and old.leases == 0
+        if idle:
+            assert old is not None
+            _close(old)
+
+    def _release(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.leases -= 1
+            last = slot.retired and slot.leases == 0
+        if last:
+            _close(slot)
+
     def _open(self, previous: Searcher | None) -> Searcher:
-        """Load the index; keep the previous searcher's settings, tokenizer and (same model) embedder."""
+        """Load the index and warm it up; keep the previous searcher's settings, tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            return Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
-        embedder = previous.embedder
-        if embedder.name != index.manifest.model:
-            embedder = load_embedder(index.manifest.model)
-        return Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+            searcher = Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+        else:
+            embedder = previous.embedder
+            if embedder.name != index.manifest.model:
+                embedder = load_embedder(index.manifest.model)
+            searcher = Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+        try:
+            warm_up(searcher)
+        except BaseException:
+            searcher.close()  # never swapped in: nobody else will close it
+            raise
+        return searcher
+
+
+def _close(slot: _Slot) -> None:
+    version = slot.searcher.index.path.name
+    slot.searcher.close()
+    log.debug("closed the searcher of replaced version %s", version)
 
 
 def _reload_result(reloaded: bool, new: Searcher, old: Searcher | None, started: float) -> ReloadResult:
@@ -107,5 +177,9 @@ def _reload_result(reloaded: bool, new: Searcher, old: Searcher | None, started:
         previous=old.index.path.name if old is not None else None,
         papers=new.index.manifest.papers,
         bullets=new.index.manifest.bullets,
-        took_ms=round((time.perf_counter() - started) * 1000, 3),
+        took_ms=_ms_since(started),
     )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

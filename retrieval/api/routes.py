@@ -78,23 +78,23 @@ def readyz(request: Request, holder: HolderDep) -> Readiness | JSONResponse:
 
     Under `serve --watch` also the watched folder and the latest watch build's outcome.
     """
-    searcher = holder.current
     watch = watch_state(request)
-    if searcher is None:
-        body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet", **watch)
-        return JSONResponse(status_code=503, content=body.model_dump())
-    manifest = searcher.index.manifest
-    return Readiness(
-        status="ready",
-        version=searcher.index.path.name,
-        model=manifest.model,
-        dim=manifest.dim,
-        papers=manifest.papers,
-        bullets=manifest.bullets,
-        created=manifest.created,
-        latest_day=days_of(searcher).latest,
-        **watch,
-    )
+    with holder.lease() as searcher:
+        if searcher is None:
+            body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet", **watch)
+            return JSONResponse(status_code=503, content=body.model_dump())
+        manifest = searcher.index.manifest
+        return Readiness(
+            status="ready",
+            version=searcher.index.path.name,
+            model=manifest.model,
+            dim=manifest.dim,
+            papers=manifest.papers,
+            bullets=manifest.bullets,
+            created=manifest.created,
+            latest_day=days_of(searcher).latest,
+            **watch,
+        )
 
 
 def watch_state(request: Request) -> dict[str, Any]:
@@ -195,19 +195,22 @@ def feed(
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page(request: Request, holder: HolderDep, settings: SettingsDep) -> HTMLResponse:
     """The search page, rendered on the server; works without JavaScript."""
-    return render_page(dict(request.query_params), holder.current, holder.error, settings)
+    with holder.lease() as searcher:
+        return render_page(dict(request.query_params), searcher, holder.error, settings)
 
 
 @router.get("/day", include_in_schema=False, response_model=None)
 def latest_day_page(holder: HolderDep) -> RedirectResponse | HTMLResponse:
     """The newest day's digest page."""
-    latest = days_of(holder.current).latest if holder.current is not None else None
-    if latest is None:
-        return render_day_page("", holder.current, holder.error)
+    with holder.lease() as searcher:
+        latest = days_of(searcher).latest if searcher is not None else None
+        if latest is None:
+            return render_day_page("", searcher, holder.error)
     return RedirectResponse(f"/day/{latest}", status_code=307)
 
 
 @router.get("/day/{date}", response_class=HTMLResponse, include_in_schema=False)
 def day_page(date: str, holder: HolderDep) -> HTMLResponse:
     """One day's digest as a page, with links to the days before and after."""
-    return render_day_page(date, holder.current, holder.error)
+    with holder.lease() as searcher:
+        return render_day_page(date, searcher, holder.error)

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 from fastapi import FastAPI
 
+from retrieval.api.app import no_delay
+
 
 @contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
@@ -18,6 +20,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout: float = 60.0
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    no_delay(sock)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
