@@ -2,7 +2,8 @@
 
 User errors become one line on stderr and a documented exit code (see `retrieval.errors.ERROR_CODES`:
 2 usage, 3 corpus, 4 no index, 5 damaged index, 6 model mismatch, 7 locked, 8 model, 9 no such paper,
-10 service, 11 no such day, 12 closed searcher); never a traceback. Flags override the `RETRIEVAL_*` environment only when given.
+10 service, 11 no such day, 12 closed searcher); never a traceback. Flags override the
+`RETRIEVAL_*` environment only when given.
 """
 
 from __future__ import annotations
