@@ -34,7 +34,7 @@ LORA = "2106.09685"
 LORA_TITLE = "Low-Rank Adaptation of Large Language Models"  # finds LoRA first whatever the fusion weights
 LOOPBACK = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.9", 50000)
-RESULT_KEYS = {"query", "mode", "total", "offset", "limit", "results", "weak", "took_ms"}
+RESULT_KEYS = {"query", "mode", "total", "offset", "limit", "results", "weak", "facets", "took_ms"}
 PAPER_KEYS = {"id", "title", "url", "dates", "votes", "authors"}
 EVIDENCE_KEYS = {"position", "section", "text", "score", "highlights"}
 
