@@ -255,7 +255,7 @@ def test_a_request_in_flight_keeps_its_searcher_open_across_a_reload(
         assert responses[0].status_code == 200, responses[0].text
         assert wait_until(lambda: first.closed), "closed after the request's lease ended"
         assert client.get(path).status_code == 200, "later requests run on the new searcher"
-    assert not live(holder).closed
+    assert live(holder).closed  # the app's end releases the searcher the holder opened
 
 
 def test_mcp_tools_hold_a_lease_for_the_whole_call(holder: SearcherHolder, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,3 +314,22 @@ def test_every_reload_logs_its_versions_and_time(
     failed = records[2].getMessage()
     assert failed.startswith("index reload failed after ") and f"still serving {result.version}: " in failed
     assert "v-missing" in failed
+
+
+def test_an_app_releases_the_searcher_it_opened_but_not_one_handed_to_it(
+    fake_sample_index: Path, fake_searcher: Searcher
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from retrieval.api import create_app
+    from retrieval.config import Settings
+
+    app = create_app(Settings(index_dir=fake_sample_index))
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+        assert client.get("/readyz").status_code == 200
+        opened = app.state.holder.current
+    assert opened is not None and opened.closed
+    handed = create_app(Settings(index_dir=fake_sample_index), fake_searcher)
+    with TestClient(handed, client=("127.0.0.1", 50000)) as client:
+        assert client.get("/search", params={"q": "LoRA"}).status_code == 200
+    assert not fake_searcher.closed

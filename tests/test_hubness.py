@@ -135,12 +135,13 @@ def test_english_query_with_the_real_model_ranks_with_the_correction(e5_sample_i
     hits = searcher.search("a translation model without recurrence or convolution, only attention", limit=3)
     assert hits.results[0].paper.id == "1706.03762"
     qvec = searcher._embed_query("state space")
-    legs = searcher._dense_scores(qvec, 1.0, ("bullets",), depth=10_000)
+    legs = searcher._dense_scores(qvec, 1.0, ("bullets",), depth=10_000).legs
     raw_best = searcher._group_max(searcher.bullet_matrix @ qvec)
     mapped = map_queries(qvec, index.query_map)[0]
     corrected_best = searcher._group_max(searcher.bullet_matrix @ mapped - index.hub_bullets)
-    assert np.allclose(legs[0][0], corrected_best, atol=1e-5)
-    assert not np.allclose(legs[0][0], raw_best)
+    assert legs[0].name == "dense_best_bullet"
+    assert np.allclose(legs[0].scores, corrected_best, atol=1e-5)
+    assert not np.allclose(legs[0].scores, raw_best)
 
 
 def test_papers_beyond_the_candidate_depth_never_outrank_candidates(fake_searcher: Searcher) -> None:
@@ -150,10 +151,10 @@ def test_papers_beyond_the_candidate_depth_never_outrank_candidates(fake_searche
     qvec = fake_searcher._embed_query("low-rank adapters for fine-tuning")
     try:
         fake_searcher.set_english_corrections(live[0], np.ones_like(live[1]), np.ones_like(live[2]))
-        legs = fake_searcher._dense_scores(qvec, 1.0, ("bullets",), depth=5)
+        legs = fake_searcher._dense_scores(qvec, 1.0, ("bullets",), depth=5).legs
     finally:
         fake_searcher.set_english_corrections(*live)
-    best = legs[0][0]
+    best = legs[0].scores
     mapped = map_queries(qvec, live[0])[0]
     corrected = fake_searcher.bullet_matrix @ mapped - 1.0
     top = np.argsort(-corrected)[:5]
@@ -186,15 +187,15 @@ def test_the_query_map_moves_english_queries_only(fake_searcher: Searcher) -> No
     query = "선택적 상태 공간 모델"
     qvec = fake_searcher._embed_query(query)
     before = _top(fake_searcher, query)
-    legs = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000) for english in (0.0, 1.0)]
+    legs = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000).legs for english in (0.0, 1.0)]
     try:
         scrambled = np.random.default_rng(1).standard_normal(live[0].shape).astype(np.float32)
         fake_searcher.set_english_corrections(scrambled, live[1], live[2])
         assert _top(fake_searcher, query) == before  # no Latin letters: ranked as before
-        after = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000) for english in (0.0, 1.0)]
+        after = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000).legs for english in (0.0, 1.0)]
     finally:
         fake_searcher.set_english_corrections(*live)
-    for (old_leg, _), (new_leg, _) in zip(legs[0], after[0], strict=True):
-        assert np.array_equal(old_leg, new_leg)  # share 0: the map is not applied
-    for (old_leg, _), (new_leg, _) in zip(legs[1], after[1], strict=True):
-        assert not np.allclose(old_leg, new_leg)  # share 1: both the bullet and centroid legs move
+    for old_leg, new_leg in zip(legs[0], after[0], strict=True):
+        assert np.array_equal(old_leg.scores, new_leg.scores)  # share 0: the map is not applied
+    for old_leg, new_leg in zip(legs[1], after[1], strict=True):
+        assert not np.allclose(old_leg.scores, new_leg.scores)  # share 1: both the bullet and centroid legs move

@@ -155,5 +155,5 @@ def test_serve_prints_the_page_url_and_logs_reloads(fake_sample_index: Path, tmp
         _, err = process.communicate(timeout=30)
     assert "Traceback" not in err
     version = json.loads(reload.text)["version"]
-    assert err.count(f"index reload: {version} is still the current version") == 2, err
+    assert err.count(f"index reload: {version} is still current, nothing to do") == 2, err
     assert "SIGHUP: reloading the index" in err

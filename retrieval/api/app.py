@@ -58,6 +58,7 @@ def create_app(settings: Settings, searcher: Searcher | None = None) -> FastAPI:
         finally:
             if watcher is not None:
                 await run_in_threadpool(watcher.stop)
+            holder.shutdown()  # a lifespan-opened searcher's threads and memory go with the app
 
     app = FastAPI(
         title="Daily Papers retrieval",

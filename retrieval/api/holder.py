@@ -61,6 +61,7 @@ class SearcherHolder:
     def __init__(self, settings: Settings, searcher: Searcher | None = None) -> None:
         self.settings = settings
         self._slot = _Slot(searcher) if searcher is not None else None
+        self._given = searcher  # the caller's searcher: the caller closes it if it is never replaced
         self._lock = threading.Lock()  # guards _slot and every slot's counts
         self._reload_lock = threading.Lock()  # one load or reload at a time
         self.error: str | None = None
@@ -127,6 +128,18 @@ class SearcherHolder:
             result.took_ms,
         )
         return result
+
+    def shutdown(self) -> None:
+        """At the app's end: retire the live searcher the holder opened itself (closed now, or by its
+        last lease); a searcher handed to the holder stays open for its owner."""
+        with self._lock:
+            slot = self._slot
+            if slot is None or slot.searcher is self._given or slot.retired:
+                return
+            slot.retired = True
+            idle = slot.leases == 0
+        if idle:
+            _close(slot)
 
     def _swap(self, searcher: Searcher) -> None:
         """Make `searcher` the live one; retire the previous one, closed now if idle, else by its last lease."""
