@@ -8,6 +8,7 @@ so a filter never shrinks a page below `limit` while enough matching papers exis
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -67,12 +68,21 @@ class SearchSettings:
     max_candidate_depth: int = 1_000_000
     evidence_per_paper: int = 3
     expand_terms: bool = True
+    # Dense legs only: append the English equivalents (corpus term map, retrieval/termmap.py) of
+    # the query's Korean terms of at least `dense_english_min_ko` characters, at most
+    # `dense_english_max` of them, to the text they embed: "query (term1, term2)". The lexical
+    # legs, the evidence and the relevance keep the query as written. EVALUATION.md has the figures.
+    dense_english_terms: bool = False
+    dense_english_min_ko: int = 2
+    dense_english_max: int = 100
     mismatch_rank: int = 1000
     query_cache_size: int = 1024
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
 
 
 Leg = tuple[np.ndarray, float]
+_HANGUL = re.compile(r"[가-힣]")
+_LATIN_WORD = re.compile(r"[0-9a-z\+]+")
 
 
 class Searcher:
@@ -151,7 +161,9 @@ class Searcher:
         # The query vector (of the query without its ids) feeds the dense legs and, in every mode,
         # the hits' relevance.
         vector_future = self._pool.submit(self._embed_query, text) if text else None
-        dense_future = vector_future if mode in ("dense", "hybrid") else None
+        dense_text = self.dense_query_text(text)
+        dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
+        dense_future = dense_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
         lexical_rows = None
         if text and mode in ("lexical", "hybrid"):
@@ -160,9 +172,9 @@ class Searcher:
         qvec = None
         depth = self.settings.candidate_depth
         while True:
-            if dense_future is not None:
-                qvec = dense_future.result()
-                dense_legs = self._dense_scores(qvec, english, fields, depth)
+            if dense_future is not None and vector_future is not None:
+                qvec = vector_future.result()
+                dense_legs = self._dense_scores(dense_future.result(), english, fields, depth)
             fused = self._boost_names(self._fuse(mode, dense_legs, lexical_legs), text, fields)
             fused[first] = np.nan  # placed in front below
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
@@ -270,6 +282,18 @@ class Searcher:
         if self.settings.expand_terms:
             terms = terms + self.term_map.expand(query, terms, self.tokenizer)
         return terms
+
+    def dense_query_text(self, text: str) -> str:
+        """What the dense legs embed: `text`, with the English equivalents of its Korean terms
+        appended in parentheses when `dense_english_terms` is on (terms the query has are skipped)."""
+        settings = self.settings
+        if not settings.dense_english_terms or not _HANGUL.search(text):
+            return text
+        have = set(_LATIN_WORD.findall(text.lower()))
+        found = self.term_map.translations(text, ko_to_en=True, min_ko_length=settings.dense_english_min_ko)
+        extra = [t for t in found if not _HANGUL.search(t) and not set(t.split()) <= have]
+        extra = extra[: settings.dense_english_max]
+        return f"{text} ({', '.join(extra)})" if extra else text
 
     # ----------------------------------------------------------------- legs
     def _embed_query(self, query: str) -> np.ndarray:
