@@ -47,14 +47,20 @@ class SearchSettings:
     per query (z-score against the leg's top `z_depth` papers) and adds them with these weights.
     """
 
+    # Learned fusion (EVALUATION.md): a logistic regression over the legs' z-scores on the title
+    # task's fold 0 and the dev queries; refit with `python benchmarks/learned_fusion.py --index
+    # DIR --features FILE.npz --c 1` (it prints these values). The bullet legs' weights are for an
+    # all-Korean query, the `_english` ones for an all-English one, in between by the query's
+    # Latin share. Ranking depends only on their ratios. Hand-tuned before: 1.0, 0.8, 0.3, 1.2,
+    # 0.6 (English), 0.3, with the dense weights the same for every language.
     weight_dense_max: float = 1.0
-    weight_dense_centroid: float = 0.8
-    weight_dense_title: float = 0.3
-    weight_lexical_paper: float = 1.2
-    # for an all-English query; in between by the query's Latin share (the corrected dense legs
-    # carry English queries better, Korean ones still lean on BM25)
-    weight_lexical_paper_english: float = 0.6
-    weight_lexical_title: float = 0.3
+    weight_dense_max_english: float = 5.704
+    weight_dense_centroid: float = 2.826
+    weight_dense_centroid_english: float = 1.886
+    weight_dense_title: float = 1.107
+    weight_lexical_paper: float = 8.185
+    weight_lexical_paper_english: float = 2.928
+    weight_lexical_title: float = 0.668
     # Hubness correction of the dense bullet and centroid legs for English queries: the cosine
     # minus this times the vector's hub score times the query's share of Latin letters.
     hubness_bullets: float = 1.0
@@ -366,10 +372,12 @@ class Searcher:
             # Papers with no bullet in the candidate set score at most the weakest candidate.
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
             best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
-            legs.append((best, self.settings.weight_dense_max))
+            s = self.settings
+            legs.append((best, s.weight_dense_max + (s.weight_dense_max_english - s.weight_dense_max) * english))
             centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
-            legs.append((centroid, self.settings.weight_dense_centroid))
+            by_language = s.weight_dense_centroid + (s.weight_dense_centroid_english - s.weight_dense_centroid) * english
+            legs.append((centroid, by_language))
         if "title" in fields and len(self._title_matrix):
             legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
         return legs
