@@ -1,24 +1,29 @@
 #!/usr/bin/env python3
 """Lever: learned fusion weights (logistic regression) instead of the hand-tuned ones.
 
-    python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz
-    python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz --test
+    python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz --c 1
+    python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz --c 1 --test
 
-Candidates: each query's top 50 papers under the current fused score (`SearchSettings`
-defaults). Per candidate: the per-query standardised score of every leg (dense best bullet,
-dense centroid, dense title, BM25 summary, BM25 title/authors; legs a query does not search are
-0) and the query's Latin share `e` and length. The model is linear in the legs, its weight for
-each bullet leg going linearly with `e` (so it is a per-language scaling of the existing
-weights and fits `SearchSettings` as it stands); the title legs get one weight each and are
-seen only in the dev queries (the title task searches bullets only). Fitted pointwise ("is
-this the right paper") with scikit-learn's L2 logistic regression, each source (title, dev)
-weighing the same.
+The first command refits the `SearchSettings` fusion weights (it prints them, "as SearchSettings",
+scaled so that weight_dense_max is 1) and measures them; `--test` also scores
+benchmarks/queries/test.jsonl (run it once, for the final model only). `--length` adds query-length
+interactions (measured, not kept). The features are cached in `--features` (delete it after the
+index or the legs change).
+
+Candidates: each query's top 50 papers under the hand-tuned weights (`HAND_TUNED`). Per
+candidate: the per-query standardised score of every leg (dense best bullet, dense centroid,
+dense title, BM25 summary, BM25 title/authors; legs a query does not search are 0), exactly as
+`Searcher._fuse` adds them. The model is linear in the legs, each bullet leg's weight going
+linearly with the query's Latin share `e` (a per-language scaling of the existing weights, which
+`SearchSettings` holds as a Korean and an `_english` weight); the title legs get one weight each
+and are seen only in the dev queries (the title task searches bullets only). Fitted pointwise
+("is this the right paper") with scikit-learn's L2 logistic regression, the title and dev sources
+weighing the same; a listwise variant (softmax per query) is printed for comparison.
 
 Training: title task fold 0 (`evaluation.title_fold == 0`, bullets only, English corrections
-fitted on fold 1) + dev. Measured: title fold 1 (corrections from fold 0; model trained
-without dev? no: with all of dev) and dev by 6-fold cross-validation (title fold 0 + the other
-dev folds). `--test` scores benchmarks/queries/test.jsonl once with the model fitted on
-everything (title fold 0 + all of dev). The features are cached in `--features`.
+fitted on fold 1) + every dev query. Measured: title fold 1 (corrections fitted on fold 0) and
+dev by 6-fold cross-validation (each dev fold scored by a model fitted on title fold 0 and the
+other five). Scores re-rank the 50 candidates only; `retrieval eval` gives the product's figures.
 """
 
 from __future__ import annotations
