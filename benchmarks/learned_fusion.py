@@ -29,7 +29,6 @@ other five). Scores re-rank the 50 candidates only; `retrieval eval` gives the p
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -285,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     r1 = ranks(t1, base)
     print(f"| hand-tuned weights | {' / '.join(f'{v:.3f}' for v in summary(r1))} | {by_group(dev, ranks(dev, base))} |")
     stored = settings_coef(defaults)
-    print(f"| SearchSettings defaults (trained on dev: not cross-validated) | "
-          f"{' / '.join(f'{v:.3f}' for v in summary(ranks(t1, stored)))} | {by_group(dev, ranks(dev, stored))} |")  # fmt: skip
+    stored_title = " / ".join(f"{v:.3f}" for v in summary(ranks(t1, stored)))
+    print(f"| SearchSettings defaults (trained on dev) | {stored_title} | {by_group(dev, ranks(dev, stored))} |")
     fold_of = np.arange(len(dev.z)) % CV_FOLDS
     fitters = {"logistic": fit, "listwise": fit_listwise}
     for (kind, fitter), c in ((f, c) for f in fitters.items() for c in args.c or [1.0]):
@@ -298,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             cv[held] = ranks(subset(dev, held), fitter([t0, subset(dev, ~held)], c))
         print(f"| {kind} C={c:g} | {' / '.join(f'{v:.3f}' for v in summary(r1))} | {by_group(dev, cv)} |")
         scaled = coef / coef[0]
-        print("  coefficients / max-leg coefficient: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(FEATURES, scaled)))
+        named = ", ".join(f"{n} {v:.3f}" for n, v in zip(FEATURES, scaled, strict=True))
+        print(f"  coefficients / max-leg coefficient: {named}")
         if len(FEATURES) == 8:
             print(f"  as SearchSettings: {coef_settings(coef)}")
     if args.test:

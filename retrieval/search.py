@@ -373,11 +373,10 @@ class Searcher:
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
             best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
             s = self.settings
-            legs.append((best, s.weight_dense_max + (s.weight_dense_max_english - s.weight_dense_max) * english))
+            legs.append((best, by_language(s.weight_dense_max, s.weight_dense_max_english, english)))
             centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
-            by_language = s.weight_dense_centroid + (s.weight_dense_centroid_english - s.weight_dense_centroid) * english
-            legs.append((centroid, by_language))
+            legs.append((centroid, by_language(s.weight_dense_centroid, s.weight_dense_centroid_english, english)))
         if "title" in fields and len(self._title_matrix):
             legs.append((np.einsum("ij,j->i", self._title_matrix, qvec), self.settings.weight_dense_title))
         return legs
@@ -519,6 +518,11 @@ class Searcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def by_language(korean: float, english: float, share: float) -> float:
+    """A leg weight for a query with this share of Latin letters: `korean` at 0, `english` at 1."""
+    return korean + (english - korean) * share
 
 
 def standardise(scores: np.ndarray, depth: int) -> np.ndarray:
