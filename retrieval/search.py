@@ -9,6 +9,7 @@ so a filter never shrinks a page below `limit` while enough matching papers exis
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -49,14 +50,20 @@ class SearchSettings:
     per query (z-score against the leg's top `z_depth` papers) and adds them with these weights.
     """
 
+    # Learned fusion (EVALUATION.md): a logistic regression over the legs' z-scores on the title
+    # task's fold 0 and the dev queries; refit with `python benchmarks/learned_fusion.py --index
+    # DIR --features FILE.npz --c 1` (it prints these values). The bullet legs' weights are for an
+    # all-Korean query, the `_english` ones for an all-English one, in between by the query's
+    # Latin share. Ranking depends only on their ratios. Hand-tuned before: 1.0, 0.8, 0.3, 1.2,
+    # 0.6 (English), 0.3, with the dense weights the same for every language.
     weight_dense_max: float = 1.0
-    weight_dense_centroid: float = 0.8
-    weight_dense_title: float = 0.3
-    weight_lexical_paper: float = 1.2
-    # for an all-English query; in between by the query's Latin share (the corrected dense legs
-    # carry English queries better, Korean ones still lean on BM25)
-    weight_lexical_paper_english: float = 0.6
-    weight_lexical_title: float = 0.3
+    weight_dense_max_english: float = 5.704
+    weight_dense_centroid: float = 2.826
+    weight_dense_centroid_english: float = 1.886
+    weight_dense_title: float = 1.107
+    weight_lexical_paper: float = 8.185
+    weight_lexical_paper_english: float = 2.928
+    weight_lexical_title: float = 0.668
     # Hubness correction of the dense bullet and centroid legs for English queries: the cosine
     # minus this times the vector's hub score times the query's share of Latin letters.
     hubness_bullets: float = 1.0
@@ -70,9 +77,20 @@ class SearchSettings:
     max_candidate_depth: int = 1_000_000
     evidence_per_paper: int = 3
     expand_terms: bool = True
+    # Dense legs only: append the English equivalents (corpus term map, retrieval/termmap.py) of
+    # the query's Korean terms of at least `dense_english_min_ko` characters, at most
+    # `dense_english_max` of them, to the text they embed: "query (term1, term2)". The lexical
+    # legs, the evidence and the relevance keep the query as written. EVALUATION.md has the figures.
+    dense_english_terms: bool = False
+    dense_english_min_ko: int = 2
+    dense_english_max: int = 100
     mismatch_rank: int = 1000
     query_cache_size: int = 1024
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
+
+
+_HANGUL = re.compile(r"[가-힣]")
+_LATIN_WORD = re.compile(r"[0-9a-z\+]+")
 
 
 @dataclass(frozen=True)
@@ -209,7 +227,9 @@ class Searcher:
         # The query vector (of the query without its ids) feeds the dense legs and, in every mode,
         # the hits' relevance.
         vector_future = self._pool.submit(self._embed_query, text) if text else None
-        dense_future = vector_future if mode in ("dense", "hybrid") else None
+        dense_text = self.dense_query_text(text)
+        dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
+        dense_future = dense_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
         lexical_rows = None
         if text and mode in ("lexical", "hybrid"):
@@ -218,9 +238,9 @@ class Searcher:
         qvec = None
         depth = self.settings.candidate_depth
         while True:
-            if dense_future is not None:
-                qvec = dense_future.result()
-                dense = self._dense_scores(qvec, english, fields, depth)
+            if dense_future is not None and vector_future is not None:
+                qvec = vector_future.result()  # the query as written: evidence cosines
+                dense = self._dense_scores(dense_future.result(), english, fields, depth)
             fusion = self._fuse(mode, dense.legs, lexical_legs)
             fused = self._boost_names(fusion.fused, text, fields)
             fused[first] = np.nan  # placed in front below
@@ -371,6 +391,18 @@ class Searcher:
             terms = terms + self.term_map.expand(query, terms, self.tokenizer)
         return terms
 
+    def dense_query_text(self, text: str) -> str:
+        """What the dense legs embed: `text`, with the English equivalents of its Korean terms
+        appended in parentheses when `dense_english_terms` is on (terms the query has are skipped)."""
+        settings = self.settings
+        if not settings.dense_english_terms or not _HANGUL.search(text):
+            return text
+        have = set(_LATIN_WORD.findall(text.lower()))
+        found = self.term_map.translations(text, ko_to_en=True, min_ko_length=settings.dense_english_min_ko)
+        extra = [t for t in found if not _HANGUL.search(t) and not set(t.split()) <= have]
+        extra = extra[: settings.dense_english_max]
+        return f"{text} ({', '.join(extra)})" if extra else text
+
     # ----------------------------------------------------------------- legs
     def _embed_query(self, query: str) -> np.ndarray:
         with self._cache_lock:
@@ -443,10 +475,14 @@ class Searcher:
             # Papers with no bullet in the candidate set score at most the weakest candidate.
             # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
             best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
-            legs.append(Leg("dense_best_bullet", best, self.settings.weight_dense_max))
+            s = self.settings
+            legs.append(
+                Leg("dense_best_bullet", best, by_language(s.weight_dense_max, s.weight_dense_max_english, english))
+            )
             centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
             centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
-            legs.append(Leg("dense_centroid", centroid, self.settings.weight_dense_centroid))
+            weight = by_language(s.weight_dense_centroid, s.weight_dense_centroid_english, english)
+            legs.append(Leg("dense_centroid", centroid, weight))
         if "title" in fields and len(self._title_matrix):
             title = np.einsum("ij,j->i", self._title_matrix, qvec)
             legs.append(Leg("dense_title", title, self.settings.weight_dense_title))
@@ -600,6 +636,11 @@ class Searcher:
         kept["index"] = self.index.released()
         state.clear()
         state.update(kept)
+
+
+def by_language(korean: float, english: float, share: float) -> float:
+    """A leg weight for a query with this share of Latin letters: `korean` at 0, `english` at 1."""
+    return korean + (english - korean) * share
 
 
 def month_counts(dates: np.ndarray) -> dict[str, int]:

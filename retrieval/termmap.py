@@ -104,9 +104,10 @@ class TermMap:
     def from_papers(cls, papers: Sequence[Paper]) -> TermMap:
         return cls.from_texts(b.text for p in papers for b in p.bullets)
 
-    def translations(self, query: str, ko_to_en: bool = False) -> list[str]:
+    def translations(self, query: str, ko_to_en: bool = False, min_ko_length: int = 2) -> list[str]:
         """Korean phrases for the English phrases found in `query` (and, when asked, English
-        phrases for its Korean ones: measured to hurt Korean queries, so off by default)."""
+        phrases for its Korean ones of at least `min_ko_length` characters: measured to hurt
+        Korean queries in the lexical legs, so off by default)."""
         found: list[str] = []
         words = _norm_en(query).split()
         for i, word in enumerate(words):
@@ -117,7 +118,7 @@ class TermMap:
         compact = _norm_ko(query) if ko_to_en else ""
         for i in range(len(compact) - 1):
             for key in self._ko_prefix.get(compact[i : i + 2], ()):
-                if compact.startswith(key, i):
+                if len(key) >= min_ko_length and compact.startswith(key, i):
                     found.extend(self.ko_to_en[key])
         return list(dict.fromkeys(found))
 

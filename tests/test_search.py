@@ -170,3 +170,26 @@ def test_explanation_names_the_bullets_and_terms_that_matched(fake_searcher: Sea
     bullet = fake_searcher.get_paper(hit.paper.id).bullets[lexical].text
     assert any(term.term in bullet.lower() for term in hit.explain.terms)
     assert {leg.leg for leg in hit.explain.legs} >= {"dense_best_bullet", "lexical_summary"}
+
+
+def test_dense_english_terms_change_only_what_the_dense_legs_embed(fake_searcher: Searcher) -> None:
+    texts = ["저랭크 적응(Low-Rank Adaptation)을 제안", "트랜스포머(Transformer) 구조"] * 2
+    on = Searcher(
+        fake_searcher.index,
+        fake_searcher.embedder,
+        tokenizer=fake_searcher.tokenizer,
+        settings=SearchSettings(dense_english_terms=True),
+        term_map=TermMap.from_texts(texts),
+    )
+    assert on.dense_query_text("저랭크 적응 방법") == "저랭크 적응 방법 (low rank adaptation)"
+    assert on.dense_query_text("트랜스포머 transformer 구조") == "트랜스포머 transformer 구조"  # has it already
+    assert on.dense_query_text("state space model") == "state space model"  # nothing Korean to translate
+    assert on.query_terms("저랭크 적응") == fake_searcher.query_terms("저랭크 적응")  # lexical legs untouched
+    assert fake_searcher.settings.dense_english_terms is False  # measured to lose on test (EVALUATION.md)
+    assert fake_searcher.dense_query_text("저랭크 적응 방법") == "저랭크 적응 방법"
+    hits = on.search("저랭크 적응 방법", mode="dense", limit=5)
+    qvec = on.embedder.embed_queries(["저랭크 적응 방법"])[0]  # evidence cites the query as written
+    top = hits.results[0]
+    pi = next(i for i, p in enumerate(on.papers) if p.arxiv_id == top.paper.id)
+    row = int(on.bullet_offsets[pi]) + top.evidence[0].position
+    assert top.evidence[0].score == pytest.approx(float(on.bullet_matrix[row] @ qvec), abs=1e-5)
