@@ -66,15 +66,23 @@ class Block:
 def leg_z(searcher: Searcher, text: str, qvec: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
     """(papers, legs) standardised leg scores as `Searcher._fuse` sees them (0 for legs not searched)."""
     english = latin_share(text)
-    dense = searcher._dense_scores(qvec, english, fields, searcher.settings.candidate_depth)  # type: ignore[arg-type]
+    dense = searcher._dense_scores(qvec, english, fields, searcher.settings.candidate_depth).legs  # type: ignore[arg-type]
     lexical, _ = searcher._lexical_scores(searcher.query_terms(text), english, fields)  # type: ignore[arg-type]
-    names = ["dense_max", "dense_centroid"] * ("bullets" in fields) + ["dense_title"] * ("title" in fields)
-    names += ["lexical_paper"] * ("bullets" in fields) + ["lexical_title"] * ("title" in fields)
     out = np.zeros((len(searcher.papers), len(LEGS)), dtype=np.float32)
-    for name, (scores, _) in zip(names, dense + lexical, strict=True):
-        if np.isfinite(scores).any():
-            out[:, LEGS.index(name)] = standardise(scores, searcher.settings.z_depth)
+    for leg in dense + lexical:
+        if np.isfinite(leg.scores).any():
+            out[:, LEGS.index(LEG_FEATURE[leg.name])] = standardise(leg.scores, searcher.settings.z_depth)
     return out
+
+
+# The searcher's leg names -> this script's feature names.
+LEG_FEATURE = {
+    "dense_best_bullet": "dense_max",
+    "dense_centroid": "dense_centroid",
+    "dense_title": "dense_title",
+    "lexical_summary": "lexical_paper",
+    "lexical_title": "lexical_title",
+}
 
 
 # The hand-tuned weights the lever replaces: candidates are drawn and the baseline is scored with them.

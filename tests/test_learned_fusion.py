@@ -61,7 +61,9 @@ def test_settings_and_coefficients_map_both_ways() -> None:
 def test_dense_weights_follow_the_query_language(fake_searcher: Searcher) -> None:
     s = fake_searcher.settings
     qvec = fake_searcher.embedder.embed_queries(["state space"])[0]
-    weights = [[w for _, w in fake_searcher._dense_scores(qvec, e, ("bullets",), 100)] for e in (0.0, 0.5, 1.0)]
+    weights = [
+        [leg.weight for leg in fake_searcher._dense_scores(qvec, e, ("bullets",), 100).legs] for e in (0.0, 0.5, 1.0)
+    ]
     assert weights[0] == pytest.approx([s.weight_dense_max, s.weight_dense_centroid])
     assert weights[2] == pytest.approx([s.weight_dense_max_english, s.weight_dense_centroid_english])
     assert weights[1] == pytest.approx([(a + b) / 2 for a, b in zip(weights[0], weights[2], strict=True)])
