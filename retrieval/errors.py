@@ -51,6 +51,10 @@ class ServiceError(RetrievalError):
         self.status = status
 
 
+class BackendUnavailableError(RetrievalError):
+    """A retrieval backend (e.g. a Milvus server) cannot be reached or refused a request."""
+
+
 # (exit code, HTTP status) per error; a subclass takes its nearest listed ancestor's codes.
 # Exit codes 0 (success), 1 (unexpected failure), 2 (usage) and 130 (interrupted) are reserved.
 ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
@@ -63,6 +67,7 @@ ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
     EmbedderError: (8, 503),
     PaperNotFoundError: (9, 404),
     ServiceError: (10, 502),
+    BackendUnavailableError: (11, 503),
 }
 
 
