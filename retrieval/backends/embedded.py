@@ -1,19 +1,20 @@
-"""The embedded backend: FAISS for the dense legs, scipy sparse matrices for BM25, in-process.
+"""The embedded backend: numpy / FAISS for the dense legs, scipy sparse matrices for BM25, in-process.
 
 A version lives in memory as columns (one row per bullet, one per paper) and on disk in a folder::
 
     <root>/LIVE                       name of the live version (write, fsync, rename)
     <root>/versions/<name>/
-        version.json                  dim, index type, counts, byte size of every file below
+        version.json                  dim, each dense index (kind, lift bound), counts, byte size of every file
         papers.json                   paper ids and filter fields (dates, votes, authors)
         bullet_paper.npy bullet_position.npy   owner paper and position of every bullet row
         bullets.npy centroids.npy titles.npy   [v, hub(v)] rows (titles: plain rows)
         sparse_<field>_{data,indices,indptr}.npy   CSR term weights of bullets, summary, title
-        <field>.faiss                 the trained index, for "hnsw" and "ivf-sq8" only
+        <field>.faiss                 the FAISS index, for "hnsw" and "ivf-sq8" only (retrieval/backends/dense.py)
 
 Nothing is pickled. `publish` writes the new version under `versions/.tmp-*`, renames it into
 place and only then replaces LIVE, so a build stopped at any point leaves the old version live.
-Filters become a FAISS `IDSelectorBitmap` over the rows (exact for "flat").
+Filters become a mask over the rows (papers -> their bullets), applied inside the search, so a
+filtered query still gets its full `k` while enough rows pass.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 
@@ -41,63 +41,19 @@ from retrieval.backends.base import (
     augment,
     check_version_name,
 )
+from retrieval.backends.dense import DenseIndex, DenseIndexConfig, IndexType
+from retrieval.backends.sparse import rows_to_csr
 from retrieval.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, UsageError
 from retrieval.models import Filters
 
-__all__ = ["DenseIndexConfig", "EmbeddedBackend", "IndexType"]
+__all__ = ["DenseIndexConfig", "EmbeddedBackend", "IndexType"]  # config re-exported from dense
 
-IndexType = Literal["flat", "hnsw", "ivf-sq8"]
 FORMAT = 1
 LIVE_FILE = "LIVE"
 VERSIONS_DIR = "versions"
 TMP_PREFIX = ".tmp-"
 DENSE_FIELDS = ("bullets", "centroids", "titles")
 SPARSE_FIELDS: tuple[SparseField, ...] = ("bullets", "summary", "title")
-
-
-@dataclass(frozen=True)
-class DenseIndexConfig:
-    """Which FAISS index new versions get: "flat" (exact; the default at today's size), "hnsw"
-    or "ivf-sq8" (approximate, for large corpora). A loaded version keeps the type it was built with."""
-
-    index_type: IndexType = "flat"
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    ivf_nlist: int | None = None  # default: 4 * sqrt(rows), at most rows / 39
-    ivf_nprobe: int = 16
-
-    def __post_init__(self) -> None:
-        if self.index_type not in ("flat", "hnsw", "ivf-sq8"):
-            raise UsageError(f"index_type: must be 'flat', 'hnsw' or 'ivf-sq8', got {self.index_type!r}")
-
-    def build(self, rows: np.ndarray) -> faiss.Index:
-        dim = rows.shape[1]
-        index: faiss.Index
-        if self.index_type == "hnsw" and len(rows):
-            index = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.hnsw_ef_construction
-        elif self.index_type == "ivf-sq8" and len(rows):
-            nlist = self.ivf_nlist or int(4 * np.sqrt(len(rows)))
-            nlist = max(1, min(nlist, len(rows) // 39))
-            index = faiss.IndexIVFScalarQuantizer(
-                faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-            )
-            index.train(rows)
-        else:
-            index = faiss.IndexFlatIP(dim)
-        if len(rows):
-            index.add(rows)
-        return index
-
-    def search_params(self, index: faiss.Index, selector: Any) -> Any:
-        """FAISS search parameters: the row selector (or None) and ef / nprobe by index kind."""
-        lib: Any = faiss  # the bundled stubs lack the SearchParameters* keywords
-        if isinstance(index, faiss.IndexHNSW):
-            return lib.SearchParametersHNSW(sel=selector, efSearch=self.hnsw_ef_search)
-        if isinstance(index, faiss.IndexIVF):
-            return lib.SearchParametersIVF(sel=selector, nprobe=self.ivf_nprobe)
-        return lib.SearchParameters(sel=selector) if selector is not None else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,9 +91,9 @@ class _Columns:
                 "titles": np.array([r.title_vector for r in records], dtype=np.float32).reshape(-1, dim),
             },
             sparse={
-                "bullets": _csr([w for r in records for w in r.sparse_bullets]),
-                "summary": _csr([r.sparse_summary for r in records]),
-                "title": _csr([r.sparse_title for r in records]),
+                "bullets": rows_to_csr([w for r in records for w in r.sparse_bullets]),
+                "summary": rows_to_csr([r.sparse_summary for r in records]),
+                "title": rows_to_csr([r.sparse_title for r in records]),
             },
         )
 
@@ -199,22 +155,12 @@ class _Version:
 
     name: str
     columns: _Columns
-    indexes: dict[str, faiss.Index]
-    index_type: str
+    indexes: dict[str, DenseIndex]
     by_term: dict[str, sp.csc_matrix]
 
     @classmethod
-    def of(cls, name: str, columns: _Columns, indexes: dict[str, faiss.Index], index_type: str) -> _Version:
-        return cls(name, columns, indexes, index_type, {k: m.tocsc() for k, m in columns.sparse.items()})
-
-
-def _csr(rows: Sequence[Mapping[int, float]]) -> sp.csr_matrix:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(r) for r in rows])
-    indices = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(indptr[-1]))
-    data = np.fromiter((w for r in rows for w in r.values()), dtype=np.float32, count=int(indptr[-1]))
-    width = int(indices.max()) + 1 if len(indices) else 0
-    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), width), dtype=np.float32)
+    def of(cls, name: str, columns: _Columns, indexes: dict[str, DenseIndex]) -> _Version:
+        return cls(name, columns, indexes, {k: m.tocsc() for k, m in columns.sparse.items()})
 
 
 def _stack(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
@@ -257,14 +203,12 @@ def _write(version: _Version, target: Path, dim: int) -> None:
         "authors": columns.authors,
     }
     (target / "papers.json").write_text(json.dumps(papers, ensure_ascii=False), encoding="utf-8")
-    if version.index_type != "flat":
-        for field_name, index in version.indexes.items():
-            faiss.write_index(index, str(target / f"{field_name}.faiss"))
+    indexes = {f: index.save(target / f"{f}.faiss") for f, index in version.indexes.items()}
     meta = {
         "format": FORMAT,
         "name": version.name,
         "dim": dim,
-        "index_type": version.index_type,
+        "indexes": indexes,
         "papers": len(columns.paper_ids),
         "bullets": len(columns.bullet_paper),
         "vocabulary": {k: int(m.shape[1]) for k, m in columns.sparse.items()},
@@ -276,7 +220,7 @@ def _write(version: _Version, target: Path, dim: int) -> None:
     _fsync_file(target)
 
 
-def _read(folder: Path, dim: int) -> _Version:
+def _read(folder: Path, dim: int, config: DenseIndexConfig) -> _Version:
     meta_path = folder / "version.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -308,11 +252,11 @@ def _read(folder: Path, dim: int) -> _Version:
             dense={f: load(f"{f}.npy") for f in DENSE_FIELDS},
             sparse=sparse,
         )
-        if meta["index_type"] == "flat":
-            indexes = {f: DenseIndexConfig().build(columns.dense[f]) for f in DENSE_FIELDS}
-        else:
-            indexes = {f: faiss.read_index(str(folder / f"{f}.faiss")) for f in DENSE_FIELDS}
-        return _Version.of(meta["name"], columns, indexes, meta["index_type"])
+        indexes = {
+            f: DenseIndex.load(columns.dense[f], meta["indexes"][f], folder / f"{f}.faiss", config)
+            for f in DENSE_FIELDS
+        }
+        return _Version.of(meta["name"], columns, indexes)
     except (IndexCorruptError, IndexMismatchError):
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -353,7 +297,7 @@ class EmbeddedBackend(Backend):
             folder = self.path / VERSIONS_DIR / name
             if not folder.is_dir():
                 raise IndexCorruptError(f"{self.path / LIVE_FILE} names version {name}, but {folder} is missing")
-            self._live = _read(folder, self.dim)
+            self._live = _read(folder, self.dim, self.config)
         return name
 
     def begin_version(self, name: str, *, from_live: bool = True) -> None:
@@ -413,8 +357,7 @@ class EmbeddedBackend(Backend):
         records = [r for r in build.changes.values() if r is not None]
         fresh = _Columns.of(records, self.dim)
         columns = build.base.columns.without(set(build.changes)).then(fresh) if build.base is not None else fresh
-        indexes = {f: self.config.build(columns.dense[f]) for f in DENSE_FIELDS}
-        return _Version.of(build.name, columns, indexes, self.config.index_type)
+        return _Version.of(build.name, columns, {f: self.config.build(columns.dense[f]) for f in DENSE_FIELDS})
 
     # ------------------------------------------------------------------ queries
     def _version(self) -> _Version:
@@ -422,20 +365,11 @@ class EmbeddedBackend(Backend):
             raise IndexNotFoundError(f"no published version in {self.path}; build one first")
         return self._live
 
+    @staticmethod
     def _search(
-        self, version: _Version, field_name: str, query: np.ndarray, k: int, row_mask: np.ndarray | None
+        version: _Version, field_name: str, query: np.ndarray, k: int, row_mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        index = version.indexes[field_name]
-        if index.ntotal == 0 or (row_mask is not None and not row_mask.any()):
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        selector = None
-        if row_mask is not None:
-            bits = np.packbits(row_mask, bitorder="little")  # must outlive the search
-            selector = faiss.IDSelectorBitmap(len(row_mask), faiss.swig_ptr(bits))
-        params = self.config.search_params(index, selector)
-        scores, rows = index.search(query[None, :], min(k, index.ntotal), params=params)
-        keep = rows[0] >= 0
-        return rows[0][keep], scores[0][keep]
+        return version.indexes[field_name].search(query, k, row_mask)
 
     def _bullet_hits(self, columns: _Columns, rows: np.ndarray, scores: np.ndarray) -> list[BulletHit]:
         return [

@@ -20,9 +20,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
 
 K1 = 1.5
 B = 0.75
@@ -110,3 +113,13 @@ class SparseEncoder:
             k1=float(data["k1"]),
             b=float(data["b"]),
         )
+
+
+def rows_to_csr(rows: Sequence[Mapping[int, float]]) -> sp.csr_matrix:
+    """`{term_id: weight}` rows as one float32 CSR matrix (as wide as the largest term id)."""
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(indptr[-1]))
+    data = np.fromiter((w for r in rows for w in r.values()), dtype=np.float32, count=int(indptr[-1]))
+    width = int(indices.max()) + 1 if len(indices) else 0
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), width), dtype=np.float32)
