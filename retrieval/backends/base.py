@@ -87,8 +87,7 @@ class PaperRecord:
         object.__setattr__(self, "title_vector", np.ascontiguousarray(self.title_vector, dtype=np.float32))
         object.__setattr__(self, "centroid_hubness", float(self.centroid_hubness))
         object.__setattr__(self, "votes", int(self.votes))
-        if not self.sparse_bullets:
-            object.__setattr__(self, "sparse_bullets", tuple({} for _ in range(n)))
+        object.__setattr__(self, "sparse_bullets", tuple(self.sparse_bullets) or tuple({} for _ in range(n)))
         problems = []
         if self.bullet_hubness.shape != (n,):
             problems.append(f"bullet_hubness has shape {self.bullet_hubness.shape}, expected ({n},)")

@@ -35,8 +35,10 @@ from retrieval.backends.base import (
     PaperField,
     PaperRecord,
     PaperScore,
+    augment,
     check_version_name,
 )
+from retrieval.backends.sparse import rows_to_csr
 from retrieval.errors import BackendUnavailableError, IndexMismatchError, IndexNotFoundError, UsageError
 from retrieval.models import Filters
 
@@ -89,7 +91,8 @@ class MilvusBackend(Backend):
         prefix: str = "dailypapers",
         token: str = "",
         timeout: float = 5.0,
-        batch_size: int = 2000,
+        call_timeout: float = 120.0,
+        batch_size: int = 1000,
         index_type: DenseIndex = "FLAT",
         index_params: dict[str, Any] | None = None,
         search_params: dict[str, Any] | None = None,
@@ -99,7 +102,8 @@ class MilvusBackend(Backend):
         self.uri = str(uri)
         self.dim = int(dim)
         self.prefix = prefix
-        self.timeout = float(timeout)
+        self.timeout = float(timeout)  # connecting
+        self.call_timeout = float(call_timeout)  # each request, retries included
         self.batch_size = int(batch_size)
         self.index_type = index_type
         self.index_params = index_params or ({"nlist": 128} if index_type == "IVF_FLAT" else {})
@@ -107,6 +111,7 @@ class MilvusBackend(Backend):
         self._client = self._connect(token)
         self._building: str | None = None
         self._live: str | None = None
+        self._collections: dict[str, Any] = {}  # pymilvus Collection handles, for column inserts
         self._ensure_meta()
         self.refresh()
 
@@ -152,7 +157,7 @@ class MilvusBackend(Backend):
     def _ensure_meta(self) -> None:
         from pymilvus import DataType, MilvusClient
 
-        if self._call("has_collection", self._client.has_collection, self._meta):
+        if self._call("has_collection", self._client.has_collection, self._meta, timeout=self.call_timeout):
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -202,9 +207,16 @@ class MilvusBackend(Backend):
     def _create(self, name: str, schema: Any, index: Any) -> None:
         """Create, index and load an empty collection. With sync=False pymilvus does not poll each
         index in 0.5 s steps (the collection is empty); load_collection waits until it is searchable."""
-        self._call("create_collection", self._client.create_collection, name, schema=schema, consistency_level="Strong")
-        self._call("create_index", self._client.create_index, name, index, sync=False)
-        self._call("load_collection", self._client.load_collection, name)
+        self._call(
+            "create_collection",
+            self._client.create_collection,
+            name,
+            schema=schema,
+            consistency_level="Strong",
+            timeout=self.call_timeout,
+        )
+        self._call("create_index", self._client.create_index, name, index, sync=False, timeout=self.call_timeout)
+        self._call("load_collection", self._client.load_collection, name, timeout=self.call_timeout)
 
     # ------------------------------------------------------------------ versions
     def live_version(self) -> str | None:
@@ -215,6 +227,7 @@ class MilvusBackend(Backend):
             filter=f"key == {_string(LIVE_KEY)}",
             output_fields=["value", "dim"],
             consistency_level="Strong",
+            timeout=self.call_timeout,
         )
         if not rows:
             return None
@@ -231,7 +244,7 @@ class MilvusBackend(Backend):
 
     def _versions(self) -> set[str]:
         found = set()
-        for name in self._call("list_collections", self._client.list_collections):
+        for name in self._call("list_collections", self._client.list_collections, timeout=self.call_timeout):
             for kind in ("bullets", "papers"):
                 head = f"{self.prefix}_{kind}_"
                 if name.startswith(head):
@@ -245,7 +258,10 @@ class MilvusBackend(Backend):
             raise UsageError(f"version {name} is the live version; begin a version with a new name")
         for old in self._versions() - {live}:
             for kind in ("bullets", "papers"):
-                self._call("drop_collection", self._client.drop_collection, self._name(kind, old))
+                self._collections.pop(self._name(kind, old), None)
+                self._call(
+                    "drop_collection", self._client.drop_collection, self._name(kind, old), timeout=self.call_timeout
+                )
         self._create_version(name)
         self._building = name
         if from_live and live is not None:
@@ -261,17 +277,46 @@ class MilvusBackend(Backend):
             batch_size=self.batch_size,
             filter="",
             output_fields=["*"],
+            timeout=self.call_timeout,
         )
         try:
             while True:
                 rows = self._call("reading rows", iterator.next)
                 if not rows:
                     break
-                if drop_key:
-                    rows = [{k: v for k, v in row.items() if k != drop_key} for row in rows]
-                self._call("insert", self._client.insert, target, rows)
+                names = [name for name in rows[0] if name != drop_key]
+                self._insert(target, {name: [row[name] for row in rows] for name in names})
         finally:
             iterator.close()
+
+    def _insert(self, collection: str, columns: dict[str, Any]) -> None:
+        """Insert columns (equal lengths; float vectors as 2-D arrays) in batches of `batch_size`.
+
+        Column-wise through pymilvus's `Collection` on the client's own connection: packing row
+        dicts costs pymilvus about five times as long (3.6 s against 0.74 s per 2,000 bullets).
+        Relies on `MilvusClient._using` (the connection alias) of pymilvus 2.5."""
+        from pymilvus import Collection
+
+        handle = self._collections.get(collection)
+        if handle is None:
+            handle = self._call(
+                "opening a collection", Collection, collection, using=self._client._using, timeout=self.call_timeout
+            )
+            self._collections[collection] = handle
+        ordered: list[Any] = []
+        for f in handle.schema.fields:
+            if f.auto_id:
+                continue
+            column = columns[f.name]
+            if f.dtype.name == "FLOAT_VECTOR":
+                column = np.asarray(column, dtype=np.float32)
+            elif f.dtype.name == "SPARSE_FLOAT_VECTOR":  # a CSR matrix skips pymilvus's per-pair type checks
+                column = rows_to_csr(column)
+            ordered.append(column)
+        total = ordered[0].shape[0] if hasattr(ordered[0], "shape") else len(ordered[0])
+        for start in range(0, total, self.batch_size):
+            batch = [column[start : start + self.batch_size] for column in ordered]
+            self._call("insert", handle.insert, batch, timeout=self.call_timeout)
 
     def _target(self) -> str:
         if self._building is None:
@@ -288,11 +333,9 @@ class MilvusBackend(Backend):
                     f"up to {AUTHORS_MAX} bytes"
                 )
         self._delete(version, [r.paper_id for r in records])
-        bullet_rows = ({**_fields(r), **_bullet(r, i)} for r in records for i in range(len(r.bullet_vectors)))
-        for batch in _batches(bullet_rows, self.batch_size):
-            self._call("insert", self._client.insert, self._name("bullets", version), batch)
-        for batch in _batches(({**_fields(r), **_paper(r)} for r in records), self.batch_size):
-            self._call("insert", self._client.insert, self._name("papers", version), batch)
+        if records:
+            self._insert(self._name("bullets", version), _bullet_columns(records, self.dim))
+            self._insert(self._name("papers", version), _paper_columns(records))
 
     def delete(self, paper_ids: Sequence[str]) -> None:
         self._delete(self._target(), list(paper_ids))
@@ -302,16 +345,22 @@ class MilvusBackend(Backend):
             chunk = paper_ids[start : start + 1000]
             expression = "paper_id in [" + ", ".join(_string(p) for p in chunk) + "]"
             for kind in ("bullets", "papers"):
-                self._call("delete", self._client.delete, self._name(kind, version), filter=expression)
+                self._call(
+                    "delete",
+                    self._client.delete,
+                    self._name(kind, version),
+                    filter=expression,
+                    timeout=self.call_timeout,
+                )
 
     def publish(self, name: str) -> None:
         version = self._target()
         if version != name:
             raise UsageError(f"version {name} is not being built (the build in progress is {version})")
         for kind in ("bullets", "papers"):
-            self._call("flush", self._client.flush, self._name(kind, name))
+            self._call("flush", self._client.flush, self._name(kind, name), timeout=self.call_timeout)
         row = {"key": LIVE_KEY, "value": name, "dim": self.dim, "vec": [1.0, 0.0]}
-        self._call("publishing the version", self._client.upsert, self._meta, [row])
+        self._call("publishing the version", self._client.upsert, self._meta, [row], timeout=self.call_timeout)
         self._live = name
         self._building = None
 
@@ -323,9 +372,23 @@ class MilvusBackend(Backend):
     def _search(
         self, kind: str, field_name: str, data: Any, k: int, filters: Filters, outputs: list[str]
     ) -> list[dict[str, Any]]:
-        if self._live is None:
+        """Search the live version; when that fails because another process published a newer
+        one (and a later build dropped this one), move to the new live version and search again."""
+        live = self._live
+        if live is None:
             raise IndexNotFoundError(f"no published version in Milvus at {self.uri} (prefix {self.prefix})")
-        collection = self._name(kind, self._live)
+        try:
+            return self._search_in(live, kind, field_name, data, k, filters, outputs)
+        except BackendUnavailableError:
+            newer = self.refresh()
+            if newer is None or newer == live:
+                raise
+            return self._search_in(newer, kind, field_name, data, k, filters, outputs)
+
+    def _search_in(
+        self, version: str, kind: str, field_name: str, data: Any, k: int, filters: Filters, outputs: list[str]
+    ) -> list[dict[str, Any]]:
+        collection = self._name(kind, version)
         params = {"metric_type": "IP", "params": self.search_params if "sparse" not in field_name else {}}
         arguments: dict[str, Any] = {
             "anns_field": field_name,
@@ -334,7 +397,9 @@ class MilvusBackend(Backend):
             "search_params": params,
         }
         if k <= MAX_TOPK:
-            result = self._call("search", self._client.search, collection, data=[data], limit=k, **arguments)
+            result = self._call(
+                "search", self._client.search, collection, data=[data], limit=k, **arguments, timeout=self.call_timeout
+            )
             return [{"score": hit["distance"], **hit["entity"]} for hit in result[0]]
         iterator = self._call(
             "search_iterator",
@@ -343,6 +408,7 @@ class MilvusBackend(Backend):
             data=[data],
             batch_size=min(MAX_TOPK, 4096),
             limit=k,
+            timeout=self.call_timeout,
             **arguments,
         )
         hits: list[dict[str, Any]] = []
@@ -372,13 +438,17 @@ class MilvusBackend(Backend):
         return [PaperScore(h["paper_id"], float(h["score"])) for h in hits if h["score"] > 0]
 
 
-def _fields(record: PaperRecord) -> dict[str, Any]:
+def _filter_columns(records: Sequence[PaperRecord], counts: Sequence[int]) -> dict[str, list[Any]]:
+    """The filter fields of each record, repeated `counts[i]` times."""
     return {
-        "paper_id": record.paper_id,
-        "first_date": record.first_date,
-        "last_date": record.last_date,
-        "votes": record.votes,
-        "authors": record.authors,
+        name: [value for r, n in zip(records, counts, strict=True) for value in [getattr(r, attr)] * n]
+        for name, attr in (
+            ("paper_id", "paper_id"),
+            ("first_date", "first_date"),
+            ("last_date", "last_date"),
+            ("votes", "votes"),
+            ("authors", "authors"),
+        )
     }
 
 
@@ -386,29 +456,25 @@ def _sparse(weights: Any) -> dict[int, float]:
     return {int(t): float(w) for t, w in weights.items() if float(w) != 0.0}
 
 
-def _bullet(record: PaperRecord, i: int) -> dict[str, Any]:
-    vector = [*record.bullet_vectors[i].tolist(), float(record.bullet_hubness[i])]
-    return {"position": i, "vector": vector, "sparse": _sparse(record.sparse_bullets[i])}
-
-
-def _paper(record: PaperRecord) -> dict[str, Any]:
+def _bullet_columns(records: Sequence[PaperRecord], dim: int) -> dict[str, Any]:
+    counts = [len(r.bullet_vectors) for r in records]
+    vectors = [augment(r.bullet_vectors, r.bullet_hubness) for r in records if len(r.bullet_vectors)]
     return {
-        "centroid": [*record.centroid.tolist(), record.centroid_hubness],
-        "title": record.title_vector.tolist(),
-        "summary_sparse": _sparse(record.sparse_summary),
-        "title_sparse": _sparse(record.sparse_title),
+        **_filter_columns(records, counts),
+        "position": [i for n in counts for i in range(n)],
+        "vector": np.concatenate(vectors) if vectors else np.zeros((0, dim + 1), np.float32),
+        "sparse": [_sparse(w) for r in records for w in r.sparse_bullets],
     }
 
 
-def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _paper_columns(records: Sequence[PaperRecord]) -> dict[str, Any]:
+    return {
+        **_filter_columns(records, [1] * len(records)),
+        "centroid": np.stack([augment(r.centroid, r.centroid_hubness)[0] for r in records]),
+        "title": np.stack([r.title_vector for r in records]),
+        "summary_sparse": [_sparse(r.sparse_summary) for r in records],
+        "title_sparse": [_sparse(r.sparse_title) for r in records],
+    }
 
 
 def _reason(exc: Exception) -> str:
