@@ -393,6 +393,25 @@ def test_publish_switches_versions_atomically(opener: Opener, docs: list[Doc], e
     assert_same(opener().top_bullets(q, 1000), after)
 
 
+def test_a_reader_keeps_answering_when_a_later_build_removes_its_version(
+    opener: Opener, docs: list[Doc], encoders: Encoders, request: pytest.FixtureRequest
+) -> None:
+    builder = opener()
+    build(builder, "v1", [record(d, encoders) for d in docs[:5]])
+    reader = opener()
+    q = QUERIES[1]
+    first = expected_bullets(docs[:5], q, 0, 1000, Filters())
+    assert_same(reader.top_bullets(q, 1000), first)
+    build(builder, "v2", [record(d, encoders) for d in docs[5:]])
+    builder.begin_version("v3")  # removes v1, which the reader still reads
+    second = expected_bullets(docs[5:], q, 0, 1000, Filters())
+    hits = reader.top_bullets(q, 1000)
+    # the embedded reader keeps v1 in memory; the Milvus reader finds v1 gone and moves to v2
+    assert_same(hits, first if "embedded" in request.node.name else second)
+    assert reader.refresh() == "v2"
+    assert_same(reader.top_bullets(q, 1000), second)
+
+
 def test_an_interrupted_build_leaves_the_old_version_answering(
     opener: Opener, docs: list[Doc], encoders: Encoders
 ) -> None:
@@ -499,8 +518,8 @@ def test_embedded_approximate_indexes_find_nearly_all_of_the_exact_top_10(tmp_pa
     reopened = EmbeddedBackend(tmp_path / index_type, DIM)  # the stored index type, not the default
     recalls = []
     for q in _unit(rng, 20):
-        exact = {(p, i) for p, i, _ in expected_bullets(docs, q, 0.2, 10, Filters())}
-        found = {(h.paper_id, h.position) for h in reopened.top_bullets(q, 10, hubness_weight=0.2)}
+        exact = {(p, i) for p, i, _ in expected_bullets(docs, q, 1.0, 10, Filters())}
+        found = {(h.paper_id, h.position) for h in reopened.top_bullets(q, 10, hubness_weight=1.0)}
         recalls.append(len(exact & found) / 10)
     assert np.mean(recalls) >= 0.9, recalls
     assert (tmp_path / index_type / "versions" / "v1" / "bullets.faiss").is_file()
