@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/backends.py --index index/daily [--milvus-uri FILE.db|http://...] [--batch-size 2000]
+    python benchmarks/backends.py --index index/daily [--milvus-uri FILE.db|http://...] [--batch-size 1000]
                                   [--queries 200] [-k 100] [--backends flat,hnsw,ivf-sq8,milvus] [--json-out FILE]
 
 The index is only read (its token cache is opened read-only). Every paper becomes a
@@ -217,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--milvus-uri", default=None, help="default: a Milvus Lite file in a temporary folder")
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("-k", type=int, default=100)
     parser.add_argument("--backends", default="flat,hnsw,milvus", help="comma-separated: flat, hnsw, ivf-sq8, milvus")

@@ -270,15 +270,16 @@ class MilvusBackend(Backend):
 
     def _copy(self, source: str, target: str, drop_key: str | None) -> None:
         """Every row of `source` into `target`, in batches (the bullet ids are new)."""
-        iterator = self._call(
-            "query_iterator",
-            self._client.query_iterator,
-            source,
-            batch_size=self.batch_size,
-            filter="",
-            output_fields=["*"],
-            timeout=self.call_timeout,
-        )
+        with _quiet_pymilvus():  # Milvus Lite gives no MVCC timestamp; pymilvus warns and uses its own
+            iterator = self._call(
+                "query_iterator",
+                self._client.query_iterator,
+                source,
+                batch_size=self.batch_size,
+                filter="",
+                output_fields=["*"],
+                timeout=self.call_timeout,
+            )
         try:
             while True:
                 rows = self._call("reading rows", iterator.next)
@@ -485,7 +486,8 @@ def _reason(exc: Exception) -> str:
 
 @contextlib.contextmanager
 def _quiet_pymilvus() -> Iterator[None]:
-    """pymilvus logs a failed connection at ERROR before raising; the caller reports it in one line."""
+    """Silence pymilvus's own log lines (a failed connection at ERROR before it raises, which the
+    caller reports in one line; Milvus Lite's missing MVCC timestamp at WARNING)."""
     logger = logging.getLogger("pymilvus")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
