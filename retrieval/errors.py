@@ -67,7 +67,7 @@ ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
     EmbedderError: (8, 503),
     PaperNotFoundError: (9, 404),
     ServiceError: (10, 502),
-    BackendUnavailableError: (11, 503),
+    BackendUnavailableError: (13, 503),  # 11 and 12 are taken on main (DayNotFoundError, SearcherClosedError)
 }
 
 

@@ -471,7 +471,7 @@ def test_unreachable_milvus_is_one_quick_line_naming_the_uri() -> None:
     assert time.monotonic() - started < 10
     message = str(caught.value)
     assert "http://127.0.0.1:1" in message and "\n" not in message
-    assert error_codes(caught.value) == (11, 503)
+    assert error_codes(caught.value) == (13, 503)
 
 
 def test_milvus_filter_expressions_escape_what_the_user_typed() -> None:
