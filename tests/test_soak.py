@@ -181,7 +181,8 @@ def test_reload_soak_leaves_threads_descriptors_and_memory_flat(
     assert served >= 4 * CYCLES, f"only {served} requests in {CYCLES} cycles"
     assert busy_cycles >= 0.95 * CYCLES, f"only {busy_cycles} of {CYCLES} cycles ran under traffic"
     assert len({s.index.path.name for s in seen}) == CYCLES
-    assert all(s.closed for s in seen[:-1]) and not seen[-1].closed, "every replaced searcher is closed"
+    # every replaced searcher is closed, and the last one too: the app's end releases what its holder opened
+    assert all(s.closed for s in seen), "every searcher is closed"
     assert sum(ref() is not None for ref in data[:-1]) == 0, "no replaced version's index data is still alive"
     new_legs = final.search_legs - legs_before
     assert new_legs <= 2, f"{new_legs} new search pool threads: only the live searcher may have some"
