@@ -8,8 +8,6 @@ papers in arXiv-id order instead. `days_of(searcher)` builds the listing once pe
 from __future__ import annotations
 
 import bisect
-import datetime as dt
-import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -17,23 +15,18 @@ from collections.abc import Sequence
 from retrieval.corpus import Paper
 from retrieval.errors import DayNotFoundError
 from retrieval.models import DayCount, Evidence, PaperHit, PaperInfo
-from retrieval.requests import InvalidRequest, Problem
+from retrieval.requests import InvalidRequest, Problem, iso_date
 from retrieval.search import Searcher
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UNPLACED = 1 << 30  # a paper without a recorded place (older index) sorts after placed ones, by id
 
 
 def parse_day(value: str, field: str = "date") -> str:
     """`value` as a `YYYY-MM-DD` calendar date, or `InvalidRequest` naming `field`."""
-    value = value.strip()
     try:
-        if not _DATE.match(value):
-            raise ValueError
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest([Problem(field, f"must be a date YYYY-MM-DD, got {value[:40]!r}")]) from None
-    return value
+        return iso_date(value)
+    except ValueError as exc:
+        raise InvalidRequest([Problem(field, str(exc))]) from None
 
 
 class DayIndex:

@@ -23,6 +23,18 @@ from retrieval.models import Filters, Mode
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+def iso_date(value: str) -> str:
+    """`value` stripped, when it is a calendar date written `YYYY-MM-DD`; else ValueError saying so."""
+    value = value.strip()
+    try:
+        if not _DATE.match(value):
+            raise ValueError
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be a date YYYY-MM-DD, got {value[:40]!r}") from None
+    return value
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """Operator-set bounds of a search request (see `Settings`)."""
@@ -125,13 +137,7 @@ class SearchRequest(BaseModel):
     def _iso_date(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        value = value.strip()
-        try:
-            if not _DATE.match(value):
-                raise ValueError
-            dt.date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"must be a date YYYY-MM-DD, got {value[:40]!r}") from None
+        value = iso_date(value)
         if info.field_name == "date_to" and (start := info.data.get("date_from")) and start > value:
             raise ValueError(f"date_from ({start}) is after date_to ({value})")
         return value
