@@ -56,6 +56,7 @@ EF_SEARCH = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 NPROBE = (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 ALL_KINDS = ("flat", "sq8", "hnsw32-sq8", "ivf-sq8", "hnsw32-flat", "ivf-pq-rsq8")
 DEFAULT_KINDS = ("flat", "sq8", "hnsw32-sq8", "ivf-sq8")
+DIAGNOSTIC_KINDS = ("flat", "sq8")  # measured for reference, never chosen as the approximate kind
 TIE_MARGIN = 1e-5  # float32 rounding of a 384-dim dot product of unit vectors is about 1e-7
 STOP_P50_MS = 4 * GOAL_P50_MS  # a sweep stops once a knob value is this slow
 
@@ -202,7 +203,9 @@ def _no_knob(index: faiss.Index, value: int) -> None:
     return None
 
 
-def candidates(kinds: Sequence[str], nlist: int, ef_values: tuple[int, ...], nprobe_values: tuple[int, ...]) -> list[Candidate]:
+def candidates(
+    kinds: Sequence[str], nlist: int, ef_values: tuple[int, ...], nprobe_values: tuple[int, ...]
+) -> list[Candidate]:
     probes = tuple(sorted({min(v, nlist) for v in nprobe_values}))  # nprobe beyond nlist is the same search
     table = {
         "flat": Candidate("flat", "Flat", None, (0,), _no_knob, False),
@@ -226,8 +229,14 @@ class Built:
     complete: bool
 
 
-def build(candidate: Candidate, vectors: np.ndarray, ef_construction: int, train_size: int, rng: np.random.Generator,
-          max_add_s: float = 0.0) -> Built:
+def build(
+    candidate: Candidate,
+    vectors: np.ndarray,
+    ef_construction: int,
+    train_size: int,
+    rng: np.random.Generator,
+    max_add_s: float = 0.0,
+) -> Built:
     """Train on a sample, then add in chunks (stopping after `max_add_s` seconds when it is > 0)."""
     index = faiss.index_factory(vectors.shape[1], candidate.factory, faiss.METRIC_INNER_PRODUCT)
     if candidate.kind.startswith("hnsw"):
@@ -300,10 +309,21 @@ class Workload:
     database: np.ndarray
     kth_score: np.ndarray  # exact k-th best score of every query
     k: int
+    passes: int  # timing passes over the queries; each query's time is its fastest pass
 
 
 def sweep_point(index: faiss.Index, work: Workload) -> dict:
+    """Recall by query set and one-thread latency of one knob value.
+
+    The machine is shared, so a burst of other work can slow a whole pass: with `passes` > 1 each
+    query is timed again in later passes and keeps its fastest time (a pass whose p50 is already
+    over STOP_P50_MS is not repeated).
+    """
     found, seconds = timed_queries(index, work.queries, work.k)
+    passes = 1
+    while passes < work.passes and np.percentile(seconds, 50) * 1000 <= STOP_P50_MS:
+        seconds = np.minimum(seconds, timed_queries(index, work.queries, work.k)[1])
+        passes += 1
     recall = recall_at(found, work.kth_score, work.queries, work.database)
     sets = work.sets
     ms = seconds * 1000
@@ -313,38 +333,63 @@ def sweep_point(index: faiss.Index, work: Workload) -> dict:
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "mean_ms": round(float(ms.mean()), 3),
+        "timing_passes": passes,
     }
 
 
-def operating_point(result: dict) -> dict | None:
-    """The first sweep point whose recall meets the goal on every query set, with its goal checks."""
+def operating_point(result: dict, goal_sets: Sequence[str]) -> dict | None:
+    """The first sweep point whose recall meets the goal on each of `goal_sets`, with its goal checks."""
     for point in result["sweep"]:
-        if min(point["recall_by_set"].values()) >= GOAL_RECALL:
+        if min(point["recall_by_set"][name] for name in goal_sets) >= GOAL_RECALL:
+            small = result["bytes_per_vector"] <= GOAL_BYTES_PER_VECTOR
+            fast = point["p50_ms"] <= GOAL_P50_MS
+            goal = min(point["recall_by_set"][name] for name in goal_sets)
             return {
                 **point,
+                "goal_recall": goal,
                 "meets_recall": True,
-                "meets_bytes": result["bytes_per_vector"] <= GOAL_BYTES_PER_VECTOR,
-                "meets_p50": point["p50_ms"] <= GOAL_P50_MS,
-                "meets_all": result["bytes_per_vector"] <= GOAL_BYTES_PER_VECTOR and point["p50_ms"] <= GOAL_P50_MS,
+                "meets_bytes": small,
+                "meets_p50": fast,
+                "meets_all": small and fast,
             }
     return None
 
 
+def goal_sets_for(sets: Sequence[str], synthetic: int) -> list[str]:
+    """The query sets whose recall decides: the synthetic one when there are synthetic vectors.
+
+    Real vectors among synthetic ones form islands (their nearest neighbours are mostly each
+    other: `real_share_of_top10` in the JSON), which a homogeneous real corpus would not have; the
+    queries near them are reported, and decide only when the index holds real vectors alone.
+    """
+    return ["synthetic"] if synthetic and "synthetic" in sets else list(sets)
+
+
 def choose(results: list[dict]) -> dict:
-    """Exact search when it is fast enough, else the fastest approximate kind meeting every goal."""
+    """Exact search when it is fast enough; else, of the kinds meeting every goal, the cheapest to build.
+
+    The indexer writes the bullet index afresh from all vectors at every build, so its build time
+    is paid on every rebuild; p50 breaks ties. "sq8" (exhaustive over the codes) only shows the
+    recall ceiling of 8-bit codes and is never chosen.
+    """
     flat = next((r for r in results if r["kind"] == "flat"), None)
     if flat and flat["operating_point"] and flat["operating_point"]["meets_p50"]:
         return {"kind": "flat", "why": f"exact search p50 {flat['operating_point']['p50_ms']} ms <= {GOAL_P50_MS} ms"}
-    passing = [r for r in results if r["kind"] != "flat" and r["operating_point"] and r["operating_point"]["meets_all"]]
+    passing = [
+        r
+        for r in results
+        if r["kind"] not in DIAGNOSTIC_KINDS and r["operating_point"] and r["operating_point"]["meets_all"]
+    ]
     if not passing:
         return {"kind": None, "why": "no kind meets every goal"}
-    best = min(passing, key=lambda r: (r["operating_point"]["p50_ms"], r["bytes_per_vector"]))
+    best = min(passing, key=lambda r: (r["build_s"], r["operating_point"]["p50_ms"]))
     point = best["operating_point"]
     return {
         "kind": best["kind"],
         best["knob"]: point["value"],
-        "why": f"fastest kind meeting every goal: recall {point['recall']}, {best['bytes_per_vector']:.0f} B/vector, "
-        f"p50 {point['p50_ms']} ms",
+        "why": f"cheapest build ({best['build_s']:.0f} s) of the kinds meeting every goal: "
+        f"recall {point['goal_recall']}, {best['bytes_per_vector']:.0f} B/vector, p50 {point['p50_ms']} ms",
+        "also_meeting_goals": [r["kind"] for r in passing if r is not best],
     }
 
 
@@ -379,14 +424,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nprobe", default=",".join(map(str, NPROBE)))
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 4*sqrt(ntotal))")
     parser.add_argument("--train-per-list", type=int, default=40, help="IVF training vectors per list")
-    parser.add_argument("--max-add-s", type=float, default=0.0,
-                        help="stop adding to an index after this many seconds and report an extrapolated build time")
+    parser.add_argument(
+        "--max-add-s",
+        type=float,
+        default=0.0,
+        help="stop adding to an index after this many seconds and report an extrapolated build time",
+    )
+    parser.add_argument("--passes", type=int, default=2, help="timing passes; each query keeps its fastest")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rerender", type=Path, help="measure nothing: recompute the choice of this JSON report")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
     parser.add_argument("--markdown", type=Path, help="write a markdown table here ('-': stdout)")
     args = parser.parse_args(argv)
-    if args.n < 0 or args.dim < 2 or args.threads < 1 or args.queries < 2 or args.k < 1 or args.clusters < 1:
-        raise UsageError("--n must be >= 0, --dim >= 2, --threads, --clusters and --k >= 1, --queries >= 2")
+    least = {"n": 0, "dim": 2, "threads": 1, "queries": 2, "k": 1, "clusters": 1, "passes": 1}
+    for name, bound in least.items():
+        if getattr(args, name) < bound:
+            raise UsageError(f"--{name} must be >= {bound}, not {getattr(args, name)}")
     if not 0.0 <= args.alpha < 1.0 or not 0.0 < args.query_cos <= 1.0:
         raise UsageError("--alpha must be in [0, 1) and --query-cos in (0, 1]")
     args.kind_list = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -400,13 +453,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def make_data(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, slice], dict]:
+def make_data(
+    args: argparse.Namespace, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict[str, slice], dict]:
     """Database vectors, query vectors, the query sets (slices of the queries) and a data summary."""
     real, titles, shape = None, None, None
     if args.real_index.lower() != "none":
         real, titles = real_vectors(args.real_index)
         if real.shape[1] != args.dim:
-            raise UsageError(f"--dim {args.dim} does not match the real vectors of {args.real_index} (dim {real.shape[1]})")
+            raise UsageError(
+                f"--dim {args.dim} does not match the real vectors of {args.real_index} (dim {real.shape[1]})"
+            )
         shape = shape_of(real)
     else:
         shape = built_in_shape(args.dim, rng)
@@ -493,8 +550,14 @@ def run(args: argparse.Namespace) -> dict:
 
     exact = faiss.IndexFlatIP(args.dim)
     exact.add(database)
-    scores, _ = exact.search(queries, args.k)
-    work = Workload(queries, sets, database, scores[:, -1].copy(), args.k)
+    scores, truth = exact.search(queries, args.k)
+    work = Workload(queries, sets, database, scores[:, -1].copy(), args.k, args.passes)
+    goal_sets = goal_sets_for(list(sets), args.n)
+    data["goal_sets"] = goal_sets
+    data["real_share_of_database"] = round(data["real"] / ntotal, 4)
+    data["real_share_of_top10"] = {  # rows >= args.n are the real vectors
+        name: round(float((truth[part] >= args.n).mean()), 4) for name, part in sets.items()
+    }
     data["neighbours_at_n"] = neighbour_stats(exact, database, rng)
     data["query_neighbours"] = {
         name: round(float(exact.search(queries[part], 1)[0].mean()), 4) for name, part in sets.items()
@@ -523,8 +586,10 @@ def run(args: argparse.Namespace) -> dict:
         if not built.complete:
             estimate = built.train_s + extrapolated_add_s(built.add_curve, ntotal)
             result["build_s_extrapolated"] = round(estimate, 1)
-            log(f"{candidate.kind}: stopped after {index.ntotal} vectors in {result['build_s']} s "
-                f"(--max-add-s {args.max_add_s}); the whole build would take >= {estimate:.0f} s; no sweep")
+            log(
+                f"{candidate.kind}: stopped after {index.ntotal} vectors in {result['build_s']} s "
+                f"(--max-add-s {args.max_add_s}); the whole build would take >= {estimate:.0f} s; no sweep"
+            )
         else:
             log(f"{candidate.kind}: built in {result['build_s']} s, {result['bytes_per_vector']} B/vector")
         faiss.omp_set_num_threads(1)
@@ -536,7 +601,8 @@ def run(args: argparse.Namespace) -> dict:
             if candidate.knob and (point["recall"] >= 0.999 or point["p50_ms"] > STOP_P50_MS):
                 break  # larger values only cost time
         result["load_avg_1m"] = [load_before, round(os.getloadavg()[0], 2)]  # other users of the machine
-        result["operating_point"] = operating_point(result)
+        result["operating_point"] = operating_point(result, goal_sets)
+        result["operating_point_all_sets"] = operating_point(result, list(sets))
         results.append(result)
         del index
     return {
@@ -587,21 +653,23 @@ def environment() -> dict:
     }
 
 
-def summary_cells(result: dict) -> list[str]:
-    """Knob, recall, min set recall, p50, p99 and verdict of one kind at its operating point."""
+def summary_cells(result: dict, goal_sets: Sequence[str]) -> list[str]:
+    """Knob, recall on the goal sets, lowest recall of any set, p50, p99 and verdict at the operating point."""
     point = result["operating_point"]
     if not result["sweep"]:
         added = result["add_curve"][-1][0] if result["add_curve"] else 0
-        return [f"build stopped at {added:,} vectors; whole build >= {result.get('build_s_extrapolated')} s",
-                "-", "-", "-", "-", "not measured"]
+        stopped = f"build stopped at {added:,} vectors; whole build >= {result.get('build_s_extrapolated')} s"
+        return [stopped, "-", "-", "-", "-", "not measured"]
+    verdict = "no (recall)"
     if point is None:
-        best = max(result["sweep"], key=lambda p: p["recall"])
-        knob = f"none (best {result['knob']}={best['value']})"
-        return [knob, best["recall"], min(best["recall_by_set"].values()), best["p50_ms"], best["p99_ms"], "no (recall)"]
-    knob = f"{result['knob']}={point['value']}" if result["knob"] else "exact"
-    misses = [name for name, ok in (("bytes", point["meets_bytes"]), ("p50", point["meets_p50"])) if not ok]
-    verdict = "yes" if not misses else "no (" + ", ".join(misses) + ")"
-    return [knob, point["recall"], min(point["recall_by_set"].values()), point["p50_ms"], point["p99_ms"], verdict]
+        point = max(result["sweep"], key=lambda p: min(p["recall_by_set"][name] for name in goal_sets))
+        knob = f"none (best {result['knob']}={point['value']})"
+    else:
+        knob = f"{result['knob']}={point['value']}" if result["knob"] else "exact"
+        misses = [name for name, ok in (("bytes", point["meets_bytes"]), ("p50", point["meets_p50"])) if not ok]
+        verdict = "yes" if not misses else "no (" + ", ".join(misses) + ")"
+    goal = min(point["recall_by_set"][name] for name in goal_sets)
+    return [knob, goal, min(point["recall_by_set"].values()), point["p50_ms"], point["p99_ms"], verdict]
 
 
 def markdown(report: dict) -> str:
@@ -610,22 +678,35 @@ def markdown(report: dict) -> str:
     lines = [
         f"ntotal {data['ntotal']:,} ({data['synthetic']:,} synthetic + {data['real']:,} real), dim {data['dim']}, "
         f"k {report['config']['k']}, queries {data['queries']}, one query thread, "
-        f"{report['config']['build_threads']} build thread(s)",
+        f"{report['config']['build_threads']} build thread(s); the knob at goal is the smallest value with "
+        f"recall@{report['config']['k']} >= {GOAL_RECALL} on {', '.join(data['goal_sets'])}"
+        + (" (on every set: last column)" if data["goal_sets"] != list(data["queries"]) else ""),
         "",
-        "| kind | factory | build s | bytes/vector | knob at goal | recall@10 | min set recall | p50 ms | p99 ms | meets goals |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+        "| kind | factory | build s | bytes/vector | knob at goal | recall@10 (goal) | min set recall | p50 ms "
+        "| p99 ms | meets goals | knob, every set |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in report["results"]:
-        cells = " | ".join(map(str, summary_cells(r)))
-        lines.append(f"| {r['kind']} | `{r['factory']}` | {r['build_s']} | {r['bytes_per_vector']:.0f} | {cells} |")
+        cells = " | ".join(map(str, summary_cells(r, data["goal_sets"])))
+        strict = r.get("operating_point_all_sets")
+        every = "-" if not r["sweep"] else "none" if strict is None else f"{r['knob'] or 'exact'}={strict['value']}"
+        if r["knob"] is None and strict is not None:
+            every = "exact"
+        lines.append(
+            f"| {r['kind']} | `{r['factory']}` | {r['build_s']} | {r['bytes_per_vector']:.0f} | {cells} | {every} |"
+        )
     choice = report["choice"]
     lines += ["", f"Chosen: **{choice['kind']}** ({choice['why']})", ""]
     for r in report["results"]:
         if not r["knob"] or not r["sweep"]:
             continue
         sets = list(r["sweep"][0]["recall_by_set"])
-        lines += [f"{r['kind']} sweep:", "", f"| {r['knob']} | recall@10 | " + " | ".join(sets) + " | p50 ms | p99 ms |",
-                  "|---:|---:|" + "---:|" * len(sets) + "---:|---:|"]
+        lines += [
+            f"{r['kind']} sweep:",
+            "",
+            f"| {r['knob']} | recall@10 | " + " | ".join(sets) + " | p50 ms | p99 ms |",
+            "|---:|---:|" + "---:|" * len(sets) + "---:|---:|",
+        ]
         for p in r["sweep"]:
             recalls = " | ".join(str(v) for v in p["recall_by_set"].values())
             lines.append(f"| {p['value']} | {p['recall']} | {recalls} | {p['p50_ms']} | {p['p99_ms']} |")
@@ -637,10 +718,28 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def refresh(report: dict) -> dict:
+    """Recompute the operating points and the choice of a report with the rules of this script."""
+    data = report["data"]
+    data["goal_sets"] = goal_sets_for(list(data["queries"]), data["synthetic"])
+    for result in report["results"]:
+        result["operating_point"] = operating_point(result, data["goal_sets"])
+        result["operating_point_all_sets"] = operating_point(result, list(data["queries"]))
+    report["choice"] = choose(report["results"])
+    return report
+
+
+def load_report(path: Path) -> dict:
+    try:
+        return refresh(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--rerender {path}: not a report of this script ({exc})") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
-        report = run(args)
+        report = load_report(args.rerender) if args.rerender else run(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,8 +48,22 @@ def check_results(report: dict, set_names: set[str]) -> None:
 def test_synthetic_smoke_run(tmp_path: Path) -> None:
     out, table = tmp_path / "scale.json", tmp_path / "scale.md"
     done = run_scale(
-        "--n", "3000", "--queries", "50", "--real-index", "none", "--kinds", ",".join(KINDS),
-        "--ef-search", "16,64", "--nprobe", "4,16", "--out", str(out), "--markdown", str(table),
+        "--n",
+        "3000",
+        "--queries",
+        "50",
+        "--real-index",
+        "none",
+        "--kinds",
+        ",".join(KINDS),
+        "--ef-search",
+        "16,64",
+        "--nprobe",
+        "4,16",
+        "--out",
+        str(out),
+        "--markdown",
+        str(table),
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -66,8 +80,22 @@ def test_synthetic_smoke_run(tmp_path: Path) -> None:
 def test_real_vectors_are_appended_and_queried(tmp_path: Path, fake_sample_index: Path) -> None:
     out = tmp_path / "scale.json"
     done = run_scale(
-        "--n", "2000", "--dim", "64", "--queries", "30", "--real-index", str(fake_sample_index),
-        "--kinds", ",".join(KINDS), "--ef-search", "32", "--nprobe", "8", "--out", str(out),
+        "--n",
+        "2000",
+        "--dim",
+        "64",
+        "--queries",
+        "30",
+        "--real-index",
+        str(fake_sample_index),
+        "--kinds",
+        ",".join(KINDS),
+        "--ef-search",
+        "32",
+        "--nprobe",
+        "8",
+        "--out",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
@@ -127,14 +155,19 @@ def test_make_index_sets_the_measured_knobs() -> None:
     assert isinstance(ivf, faiss.IndexIVFScalarQuantizer)
     assert ivf.nlist == 4000 and ivf.nprobe == ann.IVF_NPROBE[-1][1]
     assert ann.make_index("ivf-sq8", 384, 100).nprobe == ann.make_index("ivf-sq8", 384, 100).nlist == 40
-    for table in (ann.HNSW_EF_SEARCH, ann.IVF_NPROBE):  # bigger indexes never get a smaller knob
-        assert [s for s, _ in table] == sorted(s for s, _ in table)
-        assert [v for _, v in table] == sorted(v for _, v in table)
+    # between two measured sizes, the knob of the bigger one
+    assert ann.make_index("hnsw-sq8", 384, ann.HNSW_EF_SEARCH[0][0] + 1).hnsw.efSearch == ann.HNSW_EF_SEARCH[1][1]
+    size, nprobe = ann.IVF_NPROBE[1]
+    assert ann.make_index("ivf-sq8", 384, size).nprobe == min(nprobe, ann.ivf_nlist(size))
+    for table in (ann.HNSW_EF_SEARCH, ann.IVF_NPROBE):
+        assert [s for s, _ in table] == sorted({s for s, _ in table})
+    # a bigger graph never gets a smaller efSearch (IVF's nprobe may shrink: its lists grow with n)
+    assert [v for _, v in ann.HNSW_EF_SEARCH] == sorted(v for _, v in ann.HNSW_EF_SEARCH)
 
 
 def test_choose_kind_is_exact_up_to_the_measured_size() -> None:
     assert ann.choose_kind(0) == ann.choose_kind(21_388) == ann.choose_kind(ann.EXACT_UP_TO) == "flat"
-    assert ann.choose_kind(ann.EXACT_UP_TO + 1) == ann.choose_kind(15_000_000) == "hnsw-sq8"
+    assert ann.choose_kind(ann.EXACT_UP_TO + 1) == ann.choose_kind(15_000_000) == "ivf-sq8"
 
 
 @pytest.mark.parametrize(
