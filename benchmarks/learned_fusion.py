@@ -66,8 +66,8 @@ class Block:
 def leg_z(searcher: Searcher, text: str, qvec: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
     """(papers, legs) standardised leg scores as `Searcher._fuse` sees them (0 for legs not searched)."""
     english = latin_share(text)
-    dense = searcher._dense_scores(qvec, english, fields, searcher.settings.candidate_depth).legs  # type: ignore[arg-type]
-    lexical, _ = searcher._lexical_scores(searcher.query_terms(text), english, fields)  # type: ignore[arg-type]
+    dense = searcher.dense_legs(qvec, english, fields)  # type: ignore[arg-type]
+    lexical = searcher.lexical_legs(searcher.query_terms(text), english, fields)  # type: ignore[arg-type]
     out = np.zeros((len(searcher.papers), len(LEGS)), dtype=np.float32)
     for leg in dense + lexical:
         if np.isfinite(leg.scores).any():

@@ -31,6 +31,23 @@ POLLING_HELP = (
 )
 
 
+# The flags that choose the retrieval backend, on every command that opens or builds an index.
+BACKEND_FLAGS = {"backend": "backend", "milvus_uri": "milvus_uri"}
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=["embedded", "milvus"],
+        help="where the ranking legs find candidates (default: $RETRIEVAL_BACKEND, else embedded)",
+    )
+    parser.add_argument(
+        "--milvus-uri",
+        help="Milvus server URL (http://host:19530) or Milvus Lite file (*.db) (default: $RETRIEVAL_MILVUS_URI); "
+        "the token comes from $RETRIEVAL_MILVUS_TOKEN only",
+    )
+
+
 def settings_from(args: argparse.Namespace, **flags: str) -> Settings:
     """Settings from the environment, overridden by the flags the user actually gave.
 
@@ -63,15 +80,23 @@ def cmd_build_index(args: argparse.Namespace) -> int:
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
 
-    settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size")
+    from retrieval.backends.choice import connect_backend
+
+    settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size", **BACKEND_FLAGS)
     embedder = load_embedder(settings.model, batch_size=settings.batch_size)
-    report = build_index(
-        args.corpus,
-        settings.index_dir,
-        embedder,
-        show_progress=sys.stderr.isatty() and not args.json,
-        batch_size=settings.batch_size,
-    )
+    backend = connect_backend(settings, embedder.dim)  # unreachable: one line before any work
+    try:
+        report = build_index(
+            args.corpus,
+            settings.index_dir,
+            embedder,
+            show_progress=sys.stderr.isatty() and not args.json,
+            batch_size=settings.batch_size,
+            backend=backend,
+        )
+    finally:
+        if backend is not None:
+            backend.close()
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
         return 0
@@ -89,14 +114,14 @@ def cmd_build_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from retrieval.service import open_searcher
+    from retrieval.service import open_searcher, search_settings
 
-    settings = settings_from(args, index_dir="index")
+    settings = settings_from(args, index_dir="index", **BACKEND_FLAGS)
     fields: dict[str, Any] = {"q": args.query, "k": args.k, "offset": args.offset, "mode": args.mode}
     fields |= {"date_from": args.date_from, "date_to": args.date_to, "min_votes": args.min_votes}
     fields |= {"author": args.author}
     request = parse_search_request(fields, settings.request_limits())  # before the index loads: fail fast
-    searcher = open_searcher(settings.index_dir)
+    searcher = open_searcher(settings.index_dir, settings=search_settings(settings), config=settings)
     response = searcher.search(
         request.q.strip(), mode=request.mode, limit=request.k, offset=request.offset, filters=request.filters()
     )
@@ -114,7 +139,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run_server(
         settings_from(
-            args, index_dir="index", host="host", port="port", watch_corpus="watch", watch_force_polling="force_polling"
+            args,
+            index_dir="index",
+            host="host",
+            port="port",
+            watch_corpus="watch",
+            watch_force_polling="force_polling",
+            **BACKEND_FLAGS,
         )
     )
     return 0
@@ -131,6 +162,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         batch_size="batch_size",
         watch_force_polling="force_polling",
         watch_debounce_ms="debounce_ms",
+        **BACKEND_FLAGS,
     )
     configure_logging()
     return run_watch(settings, args.corpus, reload_url=args.reload_url)
@@ -139,15 +171,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from retrieval.mcp_server import run_stdio
 
-    run_stdio(settings_from(args, index_dir="index"))
+    run_stdio(settings_from(args, index_dir="index", **BACKEND_FLAGS))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from retrieval.evaluation import run_cli
 
-    args.index = settings_from(args, index_dir="index").index_dir
-    return run_cli(args)
+    settings = settings_from(args, index_dir="index", **BACKEND_FLAGS)
+    args.index = settings.index_dir
+    return run_cli(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="texts per embedding call (default: $RETRIEVAL_BATCH_SIZE, else 256)"
     )
     build.add_argument("--json", action="store_true", help="print one JSON summary on stdout (default: a line of text)")
+    add_backend_flags(build)
     build.set_defaults(func=cmd_build_index, command_parser=build)
 
     search = sub.add_parser("search", help="search an index from the command line")
@@ -187,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--json", action="store_true", help="print the same JSON object as the HTTP API (default: a table)"
     )
+    add_backend_flags(search)
     search.set_defaults(func=cmd_search, command_parser=search)
 
     serve = sub.add_parser("serve", help="serve the HTTP API and the search page")
@@ -201,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $RETRIEVAL_WATCH_CORPUS, else no watching)",
     )
     serve.add_argument("--force-polling", action="store_true", default=None, help=POLLING_HELP)
+    add_backend_flags(serve)
     serve.set_defaults(func=cmd_serve, command_parser=serve)
 
     watch = sub.add_parser(
@@ -229,10 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each build, POST URL/admin/reload so a running server switches to the new version "
         "(sends $RETRIEVAL_API_TOKEN as bearer token when set; default: no reload, use SIGHUP or POST yourself)",
     )
+    add_backend_flags(watch)
     watch.set_defaults(func=cmd_watch, command_parser=watch)
 
     mcp = sub.add_parser("mcp", help="run the MCP server on stdio")
     mcp.add_argument("--index", type=Path, help=INDEX_HELP)
+    add_backend_flags(mcp)
     mcp.set_defaults(func=cmd_mcp, command_parser=mcp)
 
     evaluate = sub.add_parser("eval", help="measure retrieval quality")
@@ -261,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--misses", action="store_true", help="with --json: list the queries whose answer is not first (default: off)"
     )
+    add_backend_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval, command_parser=evaluate)
     return parser
 

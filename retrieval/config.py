@@ -6,7 +6,7 @@ Created in `main` or the app factory and passed down; never a module-level globa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     max_offset: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=16_384, ge=256)
     candidate_depth: int = Field(default=2000, ge=10, le=1_000_000)
+    leg_depth: int = Field(default=1000, ge=10, le=1_000_000, description="candidates per paper-level ranking leg")
+    backend: Literal["embedded", "milvus"] = Field(
+        default="embedded", description="where the ranking legs find candidates: in-process FAISS/numpy or Milvus"
+    )
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus: a server URL (http://host:19530) or a Milvus Lite file (*.db)"
+    )
+    milvus_token: SecretStr | None = Field(default=None, description="Milvus: user:password or an API key")
+    milvus_prefix: str = Field(default="dailypapers", description="Milvus: collection name prefix of this index")
     watch_corpus: Path | None = Field(
         default=None, description="corpus folder `serve` watches: rebuild and hot-reload the index when digests change"
     )
@@ -54,7 +63,7 @@ class Settings(BaseSettings):
 
         return RequestLimits(max_query_chars=self.max_query_chars, max_limit=self.max_limit, max_offset=self.max_offset)
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "milvus_token", "milvus_uri", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.alignment import english_corrections
+from retrieval.config import Settings
 from retrieval.corpus import Paper
 from retrieval.errors import QueryFileError
 from retrieval.ids import split_arxiv_ids
@@ -297,17 +298,25 @@ def format_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(lines)
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """`retrieval eval`: build or reuse the index, run the task(s), print a table or JSON."""
+def run_cli(args: argparse.Namespace, config: Settings | None = None) -> int:
+    """`retrieval eval`: build or reuse the index, run the task(s), print a table or JSON;
+    `config` chooses the backend (as the service would: the environment when not given)."""
     from retrieval.service import open_searcher
 
     if args.corpus is not None:
+        from retrieval.backends.choice import connect_backend
         from retrieval.embedding import DEFAULT_MODEL, load_embedder
         from retrieval.indexer import build_index
 
-        report = build_index(args.corpus, args.index, load_embedder(DEFAULT_MODEL), show_progress=sys.stderr.isatty())
+        embedder = load_embedder(DEFAULT_MODEL)
+        backend = connect_backend(config if config is not None else Settings(), embedder.dim)
+        try:
+            report = build_index(args.corpus, args.index, embedder, show_progress=sys.stderr.isatty(), backend=backend)
+        finally:
+            if backend is not None:
+                backend.close()
         print(f"index {report.index}: {report.papers} papers, embedded {report.embedded}", file=sys.stderr)
-    searcher = open_searcher(args.index)
+    searcher = open_searcher(args.index, config=config)
     modes: Sequence[Mode] = MODES if args.all_modes else ((args.mode or DEFAULT_MODE),)
     results: list[EvalResult] = []
     for mode in modes:

@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 
 from retrieval.alignment import english_corrections
+from retrieval.backends.base import Backend
+from retrieval.backends.records import SPARSE_DIR, SparseDocuments, paper_records
+from retrieval.backends.syncing import BACKEND_SYNC_FILE, backend_current, previous_sync, sync_to_backend
+from retrieval.hubness import bullet_centroids
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
@@ -53,6 +57,7 @@ class BuildReport:
     version: str
     unchanged: bool = False
     cleaned: list[str] = field(default_factory=list)
+    backend: dict[str, Any] | None = None  # the external backend's sync (papers upserted, deleted, kept, seconds)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -176,9 +181,12 @@ def build_index(
     show_progress: bool = False,
     batch_size: int = 256,
     after_embedding: Callable[[], None] | None = None,
+    backend: Backend | None = None,
 ) -> BuildReport:
     """Build or incrementally rebuild the index at `index_dir` from the digests in `corpus_dir`.
 
+    With an external `backend` (Milvus) the new version is synced into it first (only the papers
+    whose records changed), then published here; a failed sync leaves both at the old version.
     Holds the directory's build lock for the whole run. Raises `CorpusError` when no paper is
     found (the previous index stays live), `IndexLockedError` when another build runs.
     """
@@ -205,7 +213,7 @@ def build_index(
             papers_removed=len(previous_ids - {p.arxiv_id for p in corpus.papers}),
             cleaned=cleaned,
         )
-        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint):
+        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint) and _backend_current(directory, backend):
             assert previous is not None
             current = directory.current_version()
             return BuildReport(
@@ -247,6 +255,7 @@ def build_index(
                 "bm25_papers": BM25Index.build(paper_terms),
                 "bm25_titles": BM25Index.build(title_terms),
             }
+            sparse = SparseDocuments.fit(bullet_terms, paper_terms, title_terms, _previous_sparse(directory))
             query_map, hub_bullets, hub_papers = hub_future.result()
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
@@ -259,7 +268,17 @@ def build_index(
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 build={"corpus": str(corpus_dir), "files": len(corpus.files)},
             )
+            name = directory.new_version_name()
+            synced = None
+            if backend is not None:
+                records = paper_records(
+                    corpus.papers, bullet_vectors, offsets, bullet_centroids(bullet_vectors, offsets), title_vectors,
+                    hub_bullets, hub_papers, sparse,
+                )  # fmt: skip
+                synced = sync_to_backend(backend, records, name, _previous_sync(directory))
             tmp = directory.new_version_dir()
+            if synced is not None:
+                (tmp / BACKEND_SYNC_FILE).write_text(json.dumps(synced.state), encoding="utf-8")
             write_version(
                 tmp,
                 corpus.papers,
@@ -270,8 +289,9 @@ def build_index(
                 hub_bullets,
                 hub_papers,
                 query_map,
+                sparse,
             )
-            final = directory.publish(tmp)
+            final = directory.publish(tmp, name)
             directory.clean_stale()
             live_hashes = {text_hash(t) for t in bullet_texts} | {text_hash(t) for t in titles}
             live_hashes |= {text_hash(lexical_title_document(p)) for p in corpus.papers}
@@ -284,7 +304,30 @@ def build_index(
             reused=reused,
             seconds=round(time.perf_counter() - started, 3),
             version=final.name,
+            backend=synced.report if synced is not None else None,
         )
+
+
+def _previous_sparse(directory: IndexDirectory) -> SparseDocuments | None:
+    """The live version's sparse encoders (their term ids and lengths carry over), if readable."""
+    version = directory.current_version()
+    if version is None or not (version / SPARSE_DIR).is_dir():
+        return None
+    try:
+        return SparseDocuments.load(version / SPARSE_DIR)
+    except IndexCorruptError:
+        return None
+
+
+def _previous_sync(directory: IndexDirectory) -> dict[str, Any] | None:
+    version = directory.current_version()
+    return previous_sync(version) if version is not None else None
+
+
+def _backend_current(directory: IndexDirectory, backend: Backend | None) -> bool:
+    """True without an external backend, or when it serves the live version already."""
+    version = directory.current_version()
+    return backend is None or (version is not None and backend_current(backend, version.name))
 
 
 def _is_unchanged(

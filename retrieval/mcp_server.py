@@ -35,7 +35,7 @@ from retrieval.errors import PaperNotFoundError, RetrievalError
 from retrieval.models import Mode, PaperDetail, SearchResponse
 from retrieval.render import citation_numbers, render_citations, render_paper
 from retrieval.requests import InvalidRequest, RequestLimits, parse_search_request
-from retrieval.search import Searcher, SearchSettings
+from retrieval.search import Searcher
 
 SERVER_NAME = "daily-papers"
 DEFAULT_K = 5
@@ -233,9 +233,9 @@ def run_stdio(settings: Settings) -> None:
     The index is opened (and the model loaded) before the server starts, so a bad index fails
     with its domain error, which the CLI prints as one line.
     """
-    from retrieval.service import open_searcher
+    from retrieval.service import open_searcher, search_settings
 
-    searcher = open_searcher(settings.index_dir, settings=SearchSettings(candidate_depth=settings.candidate_depth))
+    searcher = open_searcher(settings.index_dir, settings=search_settings(settings), config=settings)
     searcher.search("warm-up 검색 준비", limit=1)  # loads the model and the Korean tokenizer now
     try:
         build_mcp(lambda: searcher, limits=settings.request_limits()).run("stdio")

@@ -21,9 +21,11 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 import numpy as np
 
 from retrieval.alignment import map_queries
+from retrieval.backends.base import Backend, BulletHit, PaperScore
+from retrieval.backends.embedded import EmbeddedBackend
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
-from retrieval.errors import IndexMismatchError, PaperNotFoundError, SearcherClosedError
+from retrieval.errors import IndexMismatchError, PaperNotFoundError, SearcherClosedError, UsageError
 from retrieval.explain import Explainer
 from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
@@ -73,7 +75,12 @@ class SearchSettings:
     # 1 or more it ranks above every paper not so named. 0 turns the leg off.
     weight_name: float = 1.0
     z_depth: int = 100
+    # Candidates asked of the backend: `candidate_depth` bullets for the best-bullet leg (more
+    # when filters leave too few papers), `leg_depth` papers for every paper-level leg (centroid,
+    # title, BM25 of summary and of title). A paper missing from a leg's candidates takes the
+    # leg's floor (EVALUATION.md "Top-K legs" has the parity with scoring every paper).
     candidate_depth: int = 2000
+    leg_depth: int = 1000
     max_candidate_depth: int = 1_000_000
     evidence_per_paper: int = 3
     expand_terms: bool = True
@@ -113,7 +120,7 @@ class Fusion:
 @dataclass(frozen=True)
 class DenseLegs:
     legs: list[Leg]
-    rows: np.ndarray | None  # every bullet's corrected cosine (None: bullets not searched)
+    towards_bullets: np.ndarray | None  # the query as the bullet legs search it (None: not searched)
 
 
 # What a closed searcher keeps: light and shared with the searcher that replaced it (the holder
@@ -153,7 +160,11 @@ class Searcher:
         tokenizer: KoreanEnglishTokenizer | None = None,
         settings: SearchSettings | None = None,
         term_map: TermMap | None = None,
+        backend: Backend | None = None,
     ) -> None:
+        """`backend` answers the legs' top-K questions; by default an in-memory `EmbeddedBackend`
+        over this index's arrays. Another backend must hold this index's version (build-index
+        syncs it)."""
         if embedder.dim != index.manifest.dim:
             raise IndexMismatchError(
                 f"model {embedder.name!r} gives {embedder.dim}-dim vectors, but {index.path / 'manifest.json'} "
@@ -183,6 +194,8 @@ class Searcher:
         self._query_map = index.query_map
         self._hub_bullets = index.hub_bullets
         self._hub_papers = index.hub_papers
+        self._sparse = index.sparse
+        self.backend = backend if backend is not None else self._embedded_backend()
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
         self.relevance_calibration = calibration_for(index.manifest.model)
@@ -231,16 +244,15 @@ class Searcher:
         dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
         dense_future = dense_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
-        lexical_rows = None
         if text and mode in ("lexical", "hybrid"):
-            lexical_legs, lexical_rows = self._lexical_scores(terms, english, fields)
+            lexical_legs = self._lexical_legs(terms, english, fields, filters)
         dense = DenseLegs([], None)
         qvec = None
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None and vector_future is not None:
                 qvec = vector_future.result()  # the query as written: evidence cosines
-                dense = self._dense_scores(dense_future.result(), english, fields, depth)
+                dense = self._dense_legs(dense_future.result(), english, fields, depth, filters)
             fusion = self._fuse(mode, dense.legs, lexical_legs)
             fused = self._boost_names(fusion.fused, text, fields)
             fused[first] = np.nan  # placed in front below
@@ -252,6 +264,8 @@ class Searcher:
         ranked = candidates[np.lexsort((candidates, -fused[candidates]))]
         order = np.concatenate([np.array(first, dtype=np.int64), ranked])
         page = order[offset : offset + limit]
+        # Per-bullet BM25 (evidence, explain) only for the bullets of the page's papers.
+        lexical_rows = self._bullet_bm25(terms, page) if mode != "dense" and "bullets" in fields else None
         marks = QueryMarks.build(text, terms, self.tokenizer.stem, STOPWORDS)
         cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
         judge = self.relevance_judge(text, fields, vector_future.result()) if vector_future is not None else None
@@ -269,7 +283,7 @@ class Searcher:
                 fused=fusion.fused,
                 boosted=fused,
                 offsets=self._offsets,
-                dense_rows=dense.rows if mode != "lexical" else None,
+                dense_rows=self._corrected_rows(dense.towards_bullets, english, page) if mode != "lexical" else None,
                 lexical_rows=lexical_rows if mode != "dense" else None,
                 term_hits=self._term_hits(text, fields) if mode != "dense" else {},
             )
@@ -364,12 +378,23 @@ class Searcher:
         """Nearest other papers to a paper, by the centroid of its bullet vectors."""
         started = time.perf_counter()
         pi = self._paper_index(arxiv_id)
-        row_scores = self._bullet_matrix @ self._centroids[pi]
-        paper_scores = self._group_max(row_scores)
-        mask = self._filter_mask(filters or Filters())
+        filters = filters or Filters()
+        mask = self._filter_mask(filters)
         mask[pi] = False
         candidates = np.flatnonzero(mask)
-        order = candidates[np.argsort(-paper_scores[candidates], kind="stable")][:limit]
+        # The backend's best bullets by the paper's centroid, widened until `limit` other papers.
+        depth = max(64, 8 * (limit + 1))
+        while True:
+            hits = self.backend.top_bullets(self._centroids[pi], depth, filters)
+            paper_scores = np.full(len(self.papers), -np.inf, dtype=np.float32)
+            if hits:
+                scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
+                np.maximum.at(paper_scores, self._paper_indexes([h.paper_id for h in hits]), scores)
+            found = np.flatnonzero(np.isfinite(paper_scores) & mask)
+            if len(found) >= limit or len(hits) < depth:
+                break
+            depth *= 4
+        order = found[np.lexsort((found, -paper_scores[found]))][:limit]
         centroid = self._centroids[pi]
         no_marks = QueryMarks.build("", [], self.tokenizer.stem, STOPWORDS)
         results = [self._hit(int(p), float(paper_scores[p]), centroid, None, no_marks, "dense") for p in order]
@@ -425,9 +450,15 @@ class Searcher:
             or query_map.shape != self._query_map.shape
         ):
             raise ValueError("need a (dim, dim) query map, one hub score per bullet and one per paper")
+        if not isinstance(self.backend, EmbeddedBackend):
+            raise UsageError(
+                f"the {type(self.backend).__name__} holds the index's own hubness offsets; swapping them "
+                "(the title task) needs the embedded backend or a re-upsert (benchmarks/backend_parity.py)"
+            )
         self._query_map = query_map.astype(np.float32)
         self._hub_bullets = bullets.astype(np.float32)
         self._hub_papers = papers.astype(np.float32)
+        self.backend.replace_hubness(self._hub_bullets, self._hub_papers)
 
     @property
     def english_corrections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -451,58 +482,138 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _dense_scores(self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int) -> DenseLegs:
-        """Dense legs per paper: best bullet among the top `depth` bullets, bullet centroid, title.
-        `english` (0-1) scales the query map and the hubness correction."""
-        total = self.index.bullet_vectors.ntotal
-        legs: list[Leg] = []
-        corrected = None
-        qvec = qvec.astype(np.float32)
-        # English queries move towards the Korean bullets (retrieval/alignment.py); the title leg
-        # compares English with English and keeps the query as it is.
-        towards_bullets = map_queries(qvec, self._query_map, english)[0] if english > 0 else qvec
-        if "bullets" in fields and total:
-            # Exact inner products on one thread: at this size a single-threaded einsum (~2 ms for
-            # 21k x 384) beats FAISS's and BLAS's thread pools, which cost a scheduler slice each
-            # call when the cores are busy (e.g. embedding another query).
-            scores = np.einsum("ij,j->i", self._bullet_matrix, towards_bullets)
-            corrected = scores - (english * self.settings.hubness_bullets) * self._hub_bullets
-            k = min(depth, total)
-            top = np.argpartition(corrected, total - k)[total - k :] if k < total else np.arange(total)
-            candidates = np.full(total, -np.inf, dtype=np.float32)
-            candidates[top] = corrected[top]
-            best = self._group_max(candidates)
-            # Papers with no bullet in the candidate set score at most the weakest candidate.
-            # (Not NaN: standardise() reads NaN as 0, and corrected cosines can be negative.)
-            best[~np.isfinite(best)] = corrected[top].min() if len(top) else 0.0
-            s = self.settings
-            legs.append(
-                Leg("dense_best_bullet", best, by_language(s.weight_dense_max, s.weight_dense_max_english, english))
-            )
-            centroid = np.einsum("ij,j->i", self._centroids, towards_bullets)
-            centroid -= (english * self.settings.hubness_centroid) * self._hub_papers
-            weight = by_language(s.weight_dense_centroid, s.weight_dense_centroid_english, english)
-            legs.append(Leg("dense_centroid", centroid, weight))
-        if "title" in fields and len(self._title_matrix):
-            title = np.einsum("ij,j->i", self._title_matrix, qvec)
-            legs.append(Leg("dense_title", title, self.settings.weight_dense_title))
-        return DenseLegs(legs, corrected)
+    @_open_only
+    def dense_legs(
+        self,
+        qvec: np.ndarray,
+        english: float,
+        fields: Sequence[Field_] = ALL_FIELDS,
+        depth: int | None = None,
+        filters: Filters | None = None,
+    ) -> list[Leg]:
+        """The dense legs of a query vector with this Latin share (what `search` fuses)."""
+        depth = depth or self.settings.candidate_depth
+        return self._dense_legs(qvec, english, tuple(fields), depth, filters or Filters()).legs
 
-    def _lexical_scores(
-        self, terms: list[str], english: float, fields: tuple[Field_, ...]
-    ) -> tuple[list[Leg], np.ndarray]:
-        """Lexical legs per paper (BM25 over the whole summary, over title and authors) and per-bullet BM25."""
-        rows = np.zeros(len(self._row_paper), dtype=np.float32)
+    @_open_only
+    def lexical_legs(
+        self, terms: list[str], english: float, fields: Sequence[Field_] = ALL_FIELDS, filters: Filters | None = None
+    ) -> list[Leg]:
+        """The lexical legs of these query terms (`query_terms`) with this Latin share."""
+        return self._lexical_legs(terms, english, tuple(fields), filters or Filters())
+
+    def _dense_legs(
+        self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int, filters: Filters
+    ) -> DenseLegs:
+        """Dense legs per paper from the backend's top candidates: best bullet among the top
+        `depth` bullets, bullet centroid, title. `english` (0-1) scales the query map and the
+        hubness correction (the backend subtracts weight x the stored hub offset)."""
+        s = self.settings
         legs: list[Leg] = []
-        if "bullets" in fields and len(rows):
-            rows = self._bm25_bullets.scores(terms)
-            korean, latin = self.settings.weight_lexical_paper, self.settings.weight_lexical_paper_english
-            legs.append(Leg("lexical_summary", self._bm25_papers.scores(terms), korean + (latin - korean) * english))
+        towards = None
+        qvec = qvec.astype(np.float32)
+        if "bullets" in fields and len(self._row_paper):
+            # English queries move towards the Korean bullets (retrieval/alignment.py); the title
+            # leg compares English with English and keeps the query as it is.
+            towards = map_queries(qvec, self._query_map, english)[0] if english > 0 else qvec
+            bullets = self.backend.top_bullets(towards, depth, filters, hubness_weight=english * s.hubness_bullets)
+            weight = by_language(s.weight_dense_max, s.weight_dense_max_english, english)
+            legs.append(Leg("dense_best_bullet", self._best_per_paper(bullets), weight))
+            centroids = self.backend.top_papers(
+                towards, s.leg_depth, filters, field="centroid", hubness_weight=english * s.hubness_centroid
+            )
+            weight = by_language(s.weight_dense_centroid, s.weight_dense_centroid_english, english)
+            legs.append(Leg("dense_centroid", self._floored(centroids), weight))
+        if "title" in fields and len(self.papers):
+            titles = self.backend.top_papers(qvec, s.leg_depth, filters, field="title")
+            legs.append(Leg("dense_title", self._floored(titles), s.weight_dense_title))
+        return DenseLegs(legs, towards)
+
+    def _paper_indexes(self, paper_ids: Sequence[str]) -> np.ndarray:
+        """Our row of each paper the backend named (a paper unknown here is an error: the backend
+        holds another version of the index)."""
+        try:
+            return np.fromiter((self._by_id[pid] for pid in paper_ids), dtype=np.int64, count=len(paper_ids))
+        except KeyError as exc:
+            raise IndexMismatchError(
+                f"the backend returned paper {exc.args[0]}, which index version {self.index.path.name} lacks; "
+                "rebuild with `retrieval build-index` so both hold the same version"
+            ) from exc
+
+    def _best_per_paper(self, hits: Sequence[BulletHit]) -> np.ndarray:
+        """Each paper's best candidate bullet; papers without one score the weakest candidate (not
+        NaN: standardise() reads NaN as 0, and corrected cosines can be negative)."""
+        best = np.full(len(self.papers), -np.inf, dtype=np.float32)
+        if not hits:
+            best[:] = 0.0
+            return best
+        scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
+        np.maximum.at(best, self._paper_indexes([h.paper_id for h in hits]), scores)
+        best[~np.isfinite(best)] = scores.min()
+        return best
+
+    def _floored(self, hits: Sequence[PaperScore]) -> np.ndarray:
+        """A paper-level dense leg: candidates keep their score, every other paper the weakest one's."""
+        if not hits:
+            return np.zeros(len(self.papers), dtype=np.float32)
+        scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
+        leg = np.full(len(self.papers), scores.min(), dtype=np.float32)
+        leg[self._paper_indexes([h.paper_id for h in hits])] = scores
+        return leg
+
+    def _lexical_legs(
+        self, terms: list[str], english: float, fields: tuple[Field_, ...], filters: Filters
+    ) -> list[Leg]:
+        """Lexical legs per paper (BM25 over the whole summary, over title and authors) from the
+        backend's top `leg_depth` documents; papers not among them are unscored (NaN, read as 0)."""
+        s = self.settings
+        legs: list[Leg] = []
+        if "bullets" in fields and len(self._row_paper):
+            hits = self.backend.top_sparse(self._sparse.query("summary", terms), s.leg_depth, filters, field="summary")
+            weight = by_language(s.weight_lexical_paper, s.weight_lexical_paper_english, english)
+            legs.append(Leg("lexical_summary", self._matched(hits), weight))
         if "title" in fields:
-            legs.append(Leg("lexical_title", self._bm25_titles.scores(terms), self.settings.weight_lexical_title))
-        for leg in legs:
-            leg.scores[leg.scores <= 0] = np.nan
-        return legs, rows
+            hits = self.backend.top_sparse(self._sparse.query("title", terms), s.leg_depth, filters, field="title")
+            legs.append(Leg("lexical_title", self._matched(hits), s.weight_lexical_title))
+        return legs
+
+    def _matched(self, hits: Sequence[PaperScore]) -> np.ndarray:
+        leg = np.full(len(self.papers), np.nan, dtype=np.float32)
+        if hits:
+            scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
+            leg[self._paper_indexes([h.paper_id for h in hits])] = scores
+        return leg
+
+    def _page_rows(self, page: Sequence[int]) -> np.ndarray:
+        """The bullet rows of these papers."""
+        spans = [np.arange(self._offsets[pi], self._offsets[pi + 1]) for pi in page]
+        return np.concatenate(spans).astype(np.int64) if spans else np.zeros(0, dtype=np.int64)
+
+    def _bullet_bm25(self, terms: list[str], page: Sequence[int]) -> np.ndarray:
+        """BM25 of every bullet of the page's papers (0 elsewhere), for evidence and explain."""
+        rows = np.zeros(len(self._row_paper), dtype=np.float32)
+        picked = self._page_rows(page)
+        if len(picked) and terms:
+            rows[picked] = self._sparse.scores("bullets", terms, picked)
+        return rows
+
+    def _corrected_rows(self, towards: np.ndarray | None, english: float, page: Sequence[int]) -> np.ndarray | None:
+        """The corrected cosine of every bullet of the page's papers (-inf elsewhere), as the
+        best-bullet leg scored them; None when bullets were not searched."""
+        if towards is None:
+            return None
+        rows = np.full(len(self._row_paper), -np.inf, dtype=np.float32)
+        picked = self._page_rows(page)
+        hub = (english * self.settings.hubness_bullets) * self._hub_bullets[picked]
+        rows[picked] = self._bullet_matrix[picked] @ towards - hub
+        return rows
+
+    def _embedded_backend(self) -> EmbeddedBackend:
+        """The default backend: this index's arrays, searched in memory."""
+        return EmbeddedBackend.serving(
+            self.index.manifest.dim, self.papers, self._bullet_matrix, self._offsets, self._centroids,
+            self._title_matrix, self._hub_bullets, self._hub_papers, self._sparse,
+        )  # fmt: skip
 
     def _fuse(self, mode: Mode, dense: list[Leg], lexical: list[Leg]) -> Fusion:
         """Weighted sum of per-query standardised leg scores; NaN for papers no leg scored."""
@@ -631,6 +742,7 @@ class Searcher:
                 return
             self._closed = True
         self._pool.shutdown(wait=True)
+        self.backend.close()
         state = vars(self)
         kept = {name: value for name, value in state.items() if name in _KEPT_AFTER_CLOSE}
         kept["index"] = self.index.released()

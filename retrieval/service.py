@@ -1,13 +1,20 @@
-"""Open a loaded index with its matching embedder: the one way every front end gets a `Searcher`."""
+"""Open a loaded index with its matching embedder and backend: the one way every front end gets a `Searcher`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.embedding import load_embedder
+from retrieval.backends.choice import check_serves, connect_backend
+from retrieval.config import Settings
+from retrieval.embedding import Embedder, load_embedder
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings
-from retrieval.store import load_index
+from retrieval.store import IndexData, load_index
+
+
+def search_settings(config: Settings) -> SearchSettings:
+    """The ranking settings the service settings choose (candidate depths)."""
+    return SearchSettings(candidate_depth=config.candidate_depth, leg_depth=config.leg_depth)
 
 
 def open_searcher(
@@ -15,11 +22,34 @@ def open_searcher(
     model: str | None = None,
     settings: SearchSettings | None = None,
     tokenizer: KoreanEnglishTokenizer | None = None,
+    config: Settings | None = None,
 ) -> Searcher:
-    """Load and validate the index and pair it with the model it was built with.
+    """Load and validate the index and pair it with the model it was built with and the backend
+    `config` chooses (`RETRIEVAL_BACKEND` etc. from the environment when not given).
 
     `model`, when given, must equal the index's model (else `IndexMismatchError`).
     """
     index = load_index(index_dir, expected_model=model)
-    embedder = load_embedder(index.manifest.model)
-    return Searcher(index, embedder, tokenizer=tokenizer, settings=settings)
+    return searcher_for(index, load_embedder(index.manifest.model), settings, tokenizer, config)
+
+
+def searcher_for(
+    index: IndexData,
+    embedder: Embedder,
+    settings: SearchSettings | None = None,
+    tokenizer: KoreanEnglishTokenizer | None = None,
+    config: Settings | None = None,
+) -> Searcher:
+    """A searcher over a loaded index with the configured backend (checked to hold this version);
+    `settings` default to those `config` chooses."""
+    config = config if config is not None else Settings()
+    settings = settings if settings is not None else search_settings(config)
+    backend = connect_backend(config, index.manifest.dim)
+    try:
+        if backend is not None:
+            check_serves(backend, index.path.name)
+        return Searcher(index, embedder, tokenizer=tokenizer, settings=settings, backend=backend)
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        raise

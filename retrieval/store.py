@@ -34,10 +34,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+from retrieval.backends.records import SPARSE_DIR, SparseDocuments
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, UsageError
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
 CACHE_FILE = "cache.sqlite"
@@ -109,6 +110,7 @@ class IndexData:
     hub_bullets: np.ndarray  # hubness of each bullet vector (retrieval/hubness.py)
     hub_papers: np.ndarray  # hubness of each paper's bullet centroid
     query_map: np.ndarray  # (dim, dim) map of English queries towards the bullets (retrieval/alignment.py)
+    sparse: SparseDocuments  # BM25 weights of bullets, summaries and titles (retrieval/backends/records.py)
 
     def released(self) -> IndexData:
         """A copy that keeps only the manifest and path: what a closed searcher still tells about itself."""
@@ -122,6 +124,7 @@ class IndexData:
             hub_bullets=empty,
             hub_papers=empty,
             query_map=np.empty((0, 0), dtype=np.float32),
+            sparse=SparseDocuments({}, {}),
         )
 
     @property
@@ -275,10 +278,15 @@ class IndexDirectory:
         tmp.mkdir()
         return tmp
 
-    def publish(self, tmp: Path) -> Path:
-        """Make a fully written temporary version the live one, atomically."""
+    @staticmethod
+    def new_version_name() -> str:
+        """A fresh, time-ordered version name (`v-20261201T102133-74c507`)."""
+        return time.strftime("v-%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+
+    def publish(self, tmp: Path, name: str | None = None) -> Path:
+        """Make a fully written temporary version the live one, atomically (named `name`, or a new name)."""
         _fsync_tree(tmp)
-        name = time.strftime("v-%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+        name = name or self.new_version_name()
         final = self.versions / name
         os.rename(tmp, final)
         _fsync_dir(self.versions)
@@ -307,6 +315,7 @@ def write_version(
     hub_bullets: np.ndarray,
     hub_papers: np.ndarray,
     query_map: np.ndarray,
+    sparse: SparseDocuments,
 ) -> None:
     """Write all files of a version into `target` (a fresh temporary directory)."""
     dim = manifest.dim
@@ -318,6 +327,7 @@ def write_version(
     with (target / PAPERS_FILE).open("w", encoding="utf-8") as handle:
         json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
     pause_point("write")
+    sparse.save(target / SPARSE_DIR)
     for name, writer in bm25_writers.items():
         writer(target / name)
     files: dict[str, dict[str, Any]] = {}
@@ -417,6 +427,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_bullets = np.load(version / HUB_BULLETS_FILE, allow_pickle=False)
         hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
         query_map = np.load(version / QUERY_MAP_FILE, allow_pickle=False)
+        sparse = SparseDocuments.load(version / SPARSE_DIR)
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
@@ -438,6 +449,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"{HUB_PAPERS_FILE} {hub_papers.shape}, {QUERY_MAP_FILE} {query_map.shape}, for "
             f"{bullet_count} bullets of {len(papers)} papers of dim {dim}); rebuild the index"
         )
+    sparse.check_sizes(bullet_count, len(papers), version)
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
     return IndexData(
         manifest,
@@ -449,6 +461,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_bullets.astype(np.float32),
         hub_papers.astype(np.float32),
         query_map.astype(np.float32),
+        sparse,
     )
 
 

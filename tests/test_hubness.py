@@ -135,7 +135,7 @@ def test_english_query_with_the_real_model_ranks_with_the_correction(e5_sample_i
     hits = searcher.search("a translation model without recurrence or convolution, only attention", limit=3)
     assert hits.results[0].paper.id == "1706.03762"
     qvec = searcher._embed_query("state space")
-    legs = searcher._dense_scores(qvec, 1.0, ("bullets",), depth=10_000).legs
+    legs = searcher.dense_legs(qvec, 1.0, ("bullets",), depth=10_000)
     raw_best = searcher._group_max(searcher.bullet_matrix @ qvec)
     mapped = map_queries(qvec, index.query_map)[0]
     corrected_best = searcher._group_max(searcher.bullet_matrix @ mapped - index.hub_bullets)
@@ -151,7 +151,7 @@ def test_papers_beyond_the_candidate_depth_never_outrank_candidates(fake_searche
     qvec = fake_searcher._embed_query("low-rank adapters for fine-tuning")
     try:
         fake_searcher.set_english_corrections(live[0], np.ones_like(live[1]), np.ones_like(live[2]))
-        legs = fake_searcher._dense_scores(qvec, 1.0, ("bullets",), depth=5).legs
+        legs = fake_searcher.dense_legs(qvec, 1.0, ("bullets",), depth=5)
     finally:
         fake_searcher.set_english_corrections(*live)
     best = legs[0].scores
@@ -187,12 +187,12 @@ def test_the_query_map_moves_english_queries_only(fake_searcher: Searcher) -> No
     query = "선택적 상태 공간 모델"
     qvec = fake_searcher._embed_query(query)
     before = _top(fake_searcher, query)
-    legs = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000).legs for english in (0.0, 1.0)]
+    legs = [fake_searcher.dense_legs(qvec, english, ("bullets",), 10_000) for english in (0.0, 1.0)]
     try:
         scrambled = np.random.default_rng(1).standard_normal(live[0].shape).astype(np.float32)
         fake_searcher.set_english_corrections(scrambled, live[1], live[2])
         assert _top(fake_searcher, query) == before  # no Latin letters: ranked as before
-        after = [fake_searcher._dense_scores(qvec, english, ("bullets",), 10_000).legs for english in (0.0, 1.0)]
+        after = [fake_searcher.dense_legs(qvec, english, ("bullets",), 10_000) for english in (0.0, 1.0)]
     finally:
         fake_searcher.set_english_corrections(*live)
     for old_leg, new_leg in zip(legs[0], after[0], strict=True):

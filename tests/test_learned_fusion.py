@@ -62,7 +62,7 @@ def test_dense_weights_follow_the_query_language(fake_searcher: Searcher) -> Non
     s = fake_searcher.settings
     qvec = fake_searcher.embedder.embed_queries(["state space"])[0]
     weights = [
-        [leg.weight for leg in fake_searcher._dense_scores(qvec, e, ("bullets",), 100).legs] for e in (0.0, 0.5, 1.0)
+        [leg.weight for leg in fake_searcher.dense_legs(qvec, e, ("bullets",), 100)] for e in (0.0, 0.5, 1.0)
     ]
     assert weights[0] == pytest.approx([s.weight_dense_max, s.weight_dense_centroid])
     assert weights[2] == pytest.approx([s.weight_dense_max_english, s.weight_dense_centroid_english])

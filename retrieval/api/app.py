@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from retrieval import __version__
 from retrieval.api.docs import mount_docs
 from retrieval.api.errors import domain_error, validation_error
-from retrieval.api.holder import SearcherHolder, search_settings
+from retrieval.api.holder import SearcherHolder
 from retrieval.api.middleware import BearerAuth, BodySizeLimit
 from retrieval.api.routes import router
 from retrieval.config import Settings
@@ -37,7 +37,7 @@ from retrieval.mcp_server import mount_mcp
 from retrieval.page import static_dir
 from retrieval.refresh import make_builder, serve_watcher
 from retrieval.search import Searcher
-from retrieval.service import open_searcher
+from retrieval.service import open_searcher, search_settings
 from retrieval.store import IndexDirectory
 
 log = logging.getLogger("retrieval.api")
@@ -126,7 +126,7 @@ def run_server(settings: Settings) -> None:
     try:
         if settings.watch_corpus is not None:
             first_build_if_missing(settings)
-        searcher = open_searcher(settings.index_dir, settings=search_settings(settings))
+        searcher = open_searcher(settings.index_dir, settings=search_settings(settings), config=settings)
         app = create_app(settings, searcher)
         _reload_on_sighup(app.state.holder)
         shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from retrieval.config import Settings
 from retrieval.embedding import load_embedder
 from retrieval.errors import RetrievalError
-from retrieval.search import Searcher, SearchSettings
-from retrieval.service import open_searcher
+from retrieval.search import Searcher
+from retrieval.service import open_searcher, search_settings, searcher_for
 from retrieval.store import IndexDirectory, load_index
 
 log = logging.getLogger("retrieval.api")
@@ -28,10 +28,6 @@ class ReloadResult(BaseModel):
     papers: int
     bullets: int
     took_ms: float
-
-
-def search_settings(settings: Settings) -> SearchSettings:
-    return SearchSettings(candidate_depth=settings.candidate_depth)
 
 
 def warm_up(searcher: Searcher) -> None:
@@ -90,7 +86,9 @@ class SearcherHolder:
         with self._reload_lock:
             if self._slot is None:
                 try:
-                    searcher = open_searcher(self.settings.index_dir, settings=search_settings(self.settings))
+                    searcher = open_searcher(
+                        self.settings.index_dir, settings=search_settings(self.settings), config=self.settings
+                    )
                 except RetrievalError as exc:
                     self.error = str(exc)
                     log.error("index not loaded: %s", exc)
@@ -163,12 +161,13 @@ class SearcherHolder:
         """Load the index and warm it up; keep the previous searcher's settings, tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            searcher = Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+            embedder = load_embedder(index.manifest.model)
+            searcher = searcher_for(index, embedder, search_settings(self.settings), config=self.settings)
         else:
             embedder = previous.embedder
             if embedder.name != index.manifest.model:
                 embedder = load_embedder(index.manifest.model)
-            searcher = Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+            searcher = searcher_for(index, embedder, previous.settings, previous.tokenizer, config=self.settings)
         try:
             warm_up(searcher)
         except BaseException:

@@ -24,7 +24,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +42,9 @@ from retrieval.backends.base import (
     check_version_name,
 )
 from retrieval.backends.dense import DenseIndex, DenseIndexConfig, IndexType
+from retrieval.backends.records import SparseDocuments, paper_filter_fields
 from retrieval.backends.sparse import rows_to_csr
+from retrieval.corpus import Paper
 from retrieval.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, UsageError
 from retrieval.models import Filters
 
@@ -273,18 +275,74 @@ class _Build:
 class EmbeddedBackend(Backend):
     """The in-process backend over a folder (see the module docstring)."""
 
-    def __init__(self, path: Path | str, dim: int, config: DenseIndexConfig | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | str | None, dim: int, config: DenseIndexConfig | None = None) -> None:
+        """`path`: the backend's folder; None keeps every version in memory only."""
+        self.path = Path(path) if path is not None else None
         self.dim = int(dim)
         self.config = config or DenseIndexConfig()
-        if self.path.exists() and not self.path.is_dir():
+        if self.path is not None and self.path.exists() and not self.path.is_dir():
             raise UsageError(f"backend path {self.path} is a file, not a directory")
         self._live: _Version | None = None
         self._build: _Build | None = None
         self.refresh()
 
+    @classmethod
+    def serving(
+        cls,
+        dim: int,
+        papers: Sequence[Paper],
+        bullet_vectors: np.ndarray,
+        offsets: np.ndarray,
+        centroids: np.ndarray,
+        title_vectors: np.ndarray,
+        hub_bullets: np.ndarray,
+        hub_papers: np.ndarray,
+        sparse: SparseDocuments,
+        config: DenseIndexConfig | None = None,
+        name: str = "index",
+    ) -> EmbeddedBackend:
+        """An in-memory backend whose live version holds an index's arrays (paper i owns bullet
+        rows offsets[i]:offsets[i + 1]); built from arrays, without a Python loop per bullet."""
+        backend = cls(None, dim, config)
+        fields = [paper_filter_fields(p) for p in papers]
+        counts = np.diff(np.asarray(offsets, dtype=np.int64))
+        columns = _Columns(
+            paper_ids=[p.arxiv_id for p in papers],
+            first=np.array([f[0] for f in fields], dtype="<U10"),
+            last=np.array([f[1] for f in fields], dtype="<U10"),
+            votes=np.array([f[2] for f in fields], dtype=np.int64),
+            authors=[f[3] for f in fields],
+            bullet_paper=np.repeat(np.arange(len(papers), dtype=np.int64), counts),
+            bullet_position=(np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets[:-1], counts)).astype(
+                np.int32
+            ),
+            dense={
+                "bullets": augment(np.asarray(bullet_vectors).reshape(-1, dim), hub_bullets),
+                "centroids": augment(np.asarray(centroids).reshape(-1, dim), hub_papers),
+                "titles": np.ascontiguousarray(title_vectors, dtype=np.float32).reshape(-1, dim),
+            },
+            sparse={k: sparse.matrices[k] for k in SPARSE_FIELDS},
+        )
+        check_version_name(name)
+        backend._live = _Version.of(name, columns, {f: backend.config.build(columns.dense[f]) for f in DENSE_FIELDS})
+        return backend
+
+    def replace_hubness(self, bullets: np.ndarray, centroids: np.ndarray) -> None:
+        """Give the live version other hubness offsets (one per bullet row, one per paper, in the
+        version's order); the title task swaps in ones fitted without the evaluated fold."""
+        version = self._version()
+        dense = dict(version.columns.dense)
+        if bullets.shape != (len(dense["bullets"]),) or centroids.shape != (len(dense["centroids"]),):
+            raise UsageError("need one hubness offset per bullet row and one per paper")
+        dense["bullets"] = augment(dense["bullets"][:, :-1], bullets)
+        dense["centroids"] = augment(dense["centroids"][:, :-1], centroids)
+        columns = replace(version.columns, dense=dense)
+        self._live = _Version.of(version.name, columns, {f: self.config.build(columns.dense[f]) for f in DENSE_FIELDS})
+
     # ------------------------------------------------------------------ versions
     def live_version(self) -> str | None:
+        if self.path is None:
+            return self._live.name if self._live is not None else None
         try:
             name = (self.path / LIVE_FILE).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
@@ -293,6 +351,8 @@ class EmbeddedBackend(Backend):
 
     def refresh(self) -> str | None:
         name = self.live_version()
+        if self.path is None:
+            return name
         if name is not None and (self._live is None or self._live.name != name):
             folder = self.path / VERSIONS_DIR / name
             if not folder.is_dir():
@@ -305,8 +365,8 @@ class EmbeddedBackend(Backend):
         live = self.live_version()
         if name == live:
             raise UsageError(f"version {name} is the live version; begin a version with a new name")
-        versions = self.path / VERSIONS_DIR
-        if versions.is_dir():
+        versions = self.path / VERSIONS_DIR if self.path is not None else None
+        if versions is not None and versions.is_dir():
             for child in versions.iterdir():
                 if child.name != live:
                     shutil.rmtree(child, ignore_errors=True)
@@ -335,6 +395,10 @@ class EmbeddedBackend(Backend):
         if build.name != name:
             raise UsageError(f"version {name} is not being built (the build in progress is {build.name})")
         version = self._assemble(build)
+        if self.path is None:
+            self._live = version
+            self._build = None
+            return
         versions = self.path / VERSIONS_DIR
         versions.mkdir(parents=True, exist_ok=True)
         tmp = versions / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
