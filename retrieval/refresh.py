@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from retrieval.backends.choice import connect_backend
 from retrieval.config import Settings
 from retrieval.embedding import Embedder, load_embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError, ServiceError, UsageError
@@ -48,11 +49,13 @@ def make_builder(
     model: str,
     batch_size: int = 256,
     reuse: Callable[[], tuple[Embedder | None, KoreanEnglishTokenizer | None]] | None = None,
+    config: Settings | None = None,
 ) -> Callable[[], BuildReport]:
     """A no-argument incremental build of `index_dir` from `corpus_dir`.
 
     `reuse()` may offer an already loaded embedder and tokenizer (a server's); the embedder is
-    used when its name is the index's model. Other embedders are loaded once and kept.
+    used when its name is the index's model. Other embedders are loaded once and kept. `config`
+    chooses an external backend to sync (connected for each build, closed after it).
     """
     loaded: dict[str, Embedder] = {}
     tokenizers: list[KoreanEnglishTokenizer] = []  # made on first need, then kept
@@ -68,7 +71,14 @@ def make_builder(
             if not tokenizers:
                 tokenizers.append(KoreanEnglishTokenizer())
             tokenizer = tokenizers[0]
-        return build_index(corpus_dir, index_dir, embedder, tokenizer=tokenizer, batch_size=batch_size)
+        backend = connect_backend(config, embedder.dim) if config is not None else None
+        try:
+            return build_index(
+                corpus_dir, index_dir, embedder, tokenizer=tokenizer, batch_size=batch_size, backend=backend
+            )
+        finally:
+            if backend is not None:
+                backend.close()
 
     return build
 
@@ -100,7 +110,9 @@ def serve_watcher(settings: Settings, holder: SearcherHolder) -> CorpusWatcher:
         searcher = holder.current
         return (searcher.embedder, searcher.tokenizer) if searcher is not None else (None, None)
 
-    build = make_builder(settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size, reuse)
+    build = make_builder(
+        settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size, reuse, config=settings
+    )
     return watcher_for(settings, settings.watch_corpus, build, lambda _report: holder.reload())
 
 
@@ -136,7 +148,7 @@ def run_watch(settings: Settings, corpus_dir: Path, reload_url: str | None = Non
         )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     after = (lambda _report: post_reload(reload_url, token)) if reload_url else None
-    build = make_builder(corpus_dir, settings.index_dir, model, settings.batch_size)
+    build = make_builder(corpus_dir, settings.index_dir, model, settings.batch_size, config=settings)
     watcher = watcher_for(settings, corpus_dir, build, after)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

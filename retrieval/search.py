@@ -470,6 +470,11 @@ class Searcher:
         return self._bullet_matrix
 
     @property
+    def centroids(self) -> np.ndarray:
+        """Each paper's bullet centroid (read-only use)."""
+        return self._centroids
+
+    @property
     def bullet_offsets(self) -> np.ndarray:
         """Paper i owns rows bullet_offsets[i]:bullet_offsets[i + 1] of `bullet_matrix` (read-only use)."""
         return self._offsets

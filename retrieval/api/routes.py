@@ -12,7 +12,7 @@ from retrieval.api.deps import ArxivId, HolderDep, SearcherDep, SettingsDep, req
 from retrieval.api.holder import ReloadResult
 from retrieval.config import Settings
 from retrieval.days import day_hits, days_of, parse_day
-from retrieval.errors import RetrievalError
+from retrieval.errors import BackendUnavailableError, RetrievalError
 from retrieval.feed import atom_feed
 from retrieval.models import DayResponse, DaysResponse, PaperDetail, SearchResponse
 from retrieval.page import render_day_page, render_page
@@ -46,6 +46,7 @@ class Readiness(BaseModel):
     latest_day: str | None = Field(default=None, description="the newest digest date in the served version")
     watching: str | None = Field(default=None, description="the corpus folder `serve --watch` watches, if any")
     last_build: LastBuild | None = Field(default=None, description="the watcher's latest build, if one ran")
+    backend: str | None = Field(default=None, description="the store answering the ranking legs: embedded or milvus URI")
     detail: str | None = None
 
 
@@ -83,6 +84,11 @@ def readyz(request: Request, holder: HolderDep) -> Readiness | JSONResponse:
         if searcher is None:
             body = Readiness(status="unavailable", detail=holder.error or "the index is not loaded yet", **watch)
             return JSONResponse(status_code=503, content=body.model_dump())
+        try:
+            searcher.backend.check()  # Milvus reachable and answering; the embedded store always is
+        except BackendUnavailableError as exc:
+            body = Readiness(status="unavailable", detail=str(exc), version=searcher.index.path.name, **watch)
+            return JSONResponse(status_code=503, content=body.model_dump())
         manifest = searcher.index.manifest
         return Readiness(
             status="ready",
@@ -93,8 +99,14 @@ def readyz(request: Request, holder: HolderDep) -> Readiness | JSONResponse:
             bullets=manifest.bullets,
             created=manifest.created,
             latest_day=days_of(searcher).latest,
+            backend=describe_backend(searcher.backend),
             **watch,
         )
+
+
+def describe_backend(backend: object) -> str:
+    uri = getattr(backend, "uri", None)
+    return f"milvus {uri}" if uri else "embedded"
 
 
 def watch_state(request: Request) -> dict[str, Any]:

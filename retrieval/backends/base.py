@@ -190,6 +190,11 @@ class Backend(abc.ABC):
         """Release connections; the default has none."""
         return None
 
+    def check(self) -> None:
+        """Raise `BackendUnavailableError` (one line) when the store cannot answer now; a cheap
+        round trip (reading the live version), for readiness probes."""
+        self.live_version()
+
     def __enter__(self) -> Backend:
         return self
 
