@@ -77,10 +77,9 @@ def _positive(value: str) -> int:
 
 
 def cmd_build_index(args: argparse.Namespace) -> int:
+    from retrieval.backends.choice import connect_backend
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
-
-    from retrieval.backends.choice import connect_backend
 
     settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size", **BACKEND_FLAGS)
     embedder = load_embedder(settings.model, batch_size=settings.batch_size)

@@ -18,10 +18,10 @@ from retrieval.alignment import english_corrections
 from retrieval.backends.base import Backend
 from retrieval.backends.records import SPARSE_DIR, SparseDocuments, paper_records
 from retrieval.backends.syncing import BACKEND_SYNC_FILE, backend_current, previous_sync, sync_to_backend
-from retrieval.hubness import bullet_centroids
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
+from retrieval.hubness import bullet_centroids
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -213,7 +213,9 @@ def build_index(
             papers_removed=len(previous_ids - {p.arxiv_id for p in corpus.papers}),
             cleaned=cleaned,
         )
-        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint) and _backend_current(directory, backend):
+        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint) and _backend_current(
+            directory, backend
+        ):
             assert previous is not None
             current = directory.current_version()
             return BuildReport(

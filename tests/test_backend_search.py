@@ -63,13 +63,17 @@ class Spy:
 
 
 def spied(index_path: Path, tokenizer: KoreanEnglishTokenizer, **settings: Any) -> tuple[Searcher, Spy]:
-    searcher = Searcher(load_index(index_path), FakeEmbedder(64), tokenizer=tokenizer, settings=SearchSettings(**settings))
+    searcher = Searcher(
+        load_index(index_path), FakeEmbedder(64), tokenizer=tokenizer, settings=SearchSettings(**settings)
+    )
     spy = Spy(searcher.backend)
     searcher.backend = spy  # type: ignore[assignment]
     return searcher, spy
 
 
-def test_every_leg_asks_the_backend_for_its_top_k_only(fake_sample_index: Path, tokenizer: KoreanEnglishTokenizer) -> None:
+def test_every_leg_asks_the_backend_for_its_top_k_only(
+    fake_sample_index: Path, tokenizer: KoreanEnglishTokenizer
+) -> None:
     searcher, spy = spied(fake_sample_index, tokenizer, candidate_depth=10, leg_depth=4)
     response = searcher.search("low-rank adaptation 저랭크 행렬", limit=3)
     assert len(response.results) == 3

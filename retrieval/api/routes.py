@@ -46,7 +46,9 @@ class Readiness(BaseModel):
     latest_day: str | None = Field(default=None, description="the newest digest date in the served version")
     watching: str | None = Field(default=None, description="the corpus folder `serve --watch` watches, if any")
     last_build: LastBuild | None = Field(default=None, description="the watcher's latest build, if one ran")
-    backend: str | None = Field(default=None, description="the store answering the ranking legs: embedded or milvus URI")
+    backend: str | None = Field(
+        default=None, description="the store answering the ranking legs: embedded or milvus URI"
+    )
     detail: str | None = None
 
 

@@ -56,9 +56,9 @@ def sync_to_backend(
 
     name = backend_version_name(index_version)
     fingerprints = None
-    if previous is not None and previous.get("store") == store_name(backend):
-        if backend.refresh() == previous.get("version"):
-            fingerprints = previous["fingerprints"]
+    same_store = previous is not None and previous.get("store") == store_name(backend)
+    if same_store and previous is not None and backend.refresh() == previous.get("version"):
+        fingerprints = previous["fingerprints"]
     new_fingerprints, report = sync_backend(backend, list(records), name, fingerprints)
     state = {"store": store_name(backend), "version": name, "fingerprints": dict(new_fingerprints)}
     return Synced(state, {"store": store_name(backend), "version": name, **_plain(report)})
