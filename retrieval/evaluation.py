@@ -22,7 +22,7 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,15 +242,22 @@ def title_fold(arxiv_id: str) -> int:
     return int(hashlib.sha256(arxiv_id.encode("utf-8")).hexdigest(), 16) % 2
 
 
-def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
+def evaluate_title_task(
+    searcher: Searcher,
+    mode: Mode,
+    swap: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray]], None] | None = None,
+) -> EvalResult:
     """Every title as a query, bullets only.
 
     The query map (retrieval/alignment.py) is fitted on titles and the hubness correction
     (retrieval/hubness.py) compares bullets with a pool of titles; here neither may use the
     query's own title, or the query would reach its own text. So the papers are split into two
     fixed halves and each half's titles are searched with a map and hub scores computed from the
-    other half's titles only.
+    other half's titles only. `swap(corrections)` installs a fold's (query map, bullet hubs,
+    paper hubs); by default `searcher.set_english_corrections` (an external backend's caller
+    upserts them first, see benchmarks/backend_parity.py).
     """
+    swap = swap or (lambda fitted: searcher.set_english_corrections(*fitted))
     queries = title_queries(searcher.papers)
     vectors = warm_query_vectors(searcher, [q.q for q in queries], mode)
     if mode == "lexical" or not searcher.papers:
@@ -263,11 +270,11 @@ def evaluate_title_task(searcher: Searcher, mode: Mode) -> EvalResult:
         for fold in (0, 1):
             others = np.flatnonzero(folds != fold)
             fitted = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, pool, others)
-            searcher.set_english_corrections(*fitted)
+            swap(fitted)
             in_fold = [q for q, f in zip(queries, folds, strict=True) if f == fold]
             ranked += run_queries(searcher, in_fold, mode, ("bullets",))
     finally:
-        searcher.set_english_corrections(*live)
+        swap(live)
     return summarise(ranked, mode, "title")
 
 

@@ -442,23 +442,28 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
-    def set_english_corrections(self, query_map: np.ndarray, bullets: np.ndarray, papers: np.ndarray) -> None:
-        """Replace the query map and hub scores (the title task swaps in ones fitted without its queries)."""
+    def set_english_corrections(
+        self, query_map: np.ndarray, bullets: np.ndarray, papers: np.ndarray, *, in_backend: bool = False
+    ) -> None:
+        """Replace the query map and hub scores (the title task swaps in ones fitted without its
+        queries). The embedded backend takes the new hub offsets at once; another backend must
+        have been given them already (a version upserted with them: `in_backend=True`)."""
         if (
             bullets.shape != self._hub_bullets.shape
             or papers.shape != self._hub_papers.shape
             or query_map.shape != self._query_map.shape
         ):
             raise ValueError("need a (dim, dim) query map, one hub score per bullet and one per paper")
-        if not isinstance(self.backend, EmbeddedBackend):
+        if not in_backend and not isinstance(self.backend, EmbeddedBackend):
             raise UsageError(
-                f"the {type(self.backend).__name__} holds the index's own hubness offsets; swapping them "
-                "(the title task) needs the embedded backend or a re-upsert (benchmarks/backend_parity.py)"
+                f"{type(self.backend).__name__} holds the hubness offsets it was synced with; upsert a version "
+                "with the new ones first and pass in_backend=True (benchmarks/backend_parity.py does)"
             )
         self._query_map = query_map.astype(np.float32)
         self._hub_bullets = bullets.astype(np.float32)
         self._hub_papers = papers.astype(np.float32)
-        self.backend.replace_hubness(self._hub_bullets, self._hub_papers)
+        if not in_backend and isinstance(self.backend, EmbeddedBackend):
+            self.backend.replace_hubness(self._hub_bullets, self._hub_papers)
 
     @property
     def english_corrections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
