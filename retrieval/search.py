@@ -33,6 +33,7 @@ from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.names import NameIndex
+from retrieval.query import AnalysedQuery
 from retrieval.relevance import QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
@@ -229,18 +230,16 @@ class Searcher:
         started = time.perf_counter()
         filters = filters or Filters()
         fields = tuple(fields or self.settings.fields)
-        query = query.strip()
+        analysed = self.analyse(query)
+        query, text, terms, english = analysed.raw, analysed.text, analysed.terms, analysed.english
         mask = self._filter_mask(filters)
-        ids, text = split_arxiv_ids(query)
-        first = self._named_by_id(ids, mask)
-        terms = self.query_terms(text)
-        english = latin_share(text)
+        first = self._named_by_id(analysed.ids, mask)
         want = offset + limit - len(first)
 
         # The query vector (of the query without its ids) feeds the dense legs and, in every mode,
         # the hits' relevance.
         vector_future = self._pool.submit(self._embed_query, text) if text else None
-        dense_text = self.dense_query_text(text)
+        dense_text = analysed.dense_text
         dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
         dense_future = dense_future if mode in ("dense", "hybrid") else None
         lexical_legs: list[Leg] = []
@@ -266,9 +265,13 @@ class Searcher:
         page = order[offset : offset + limit]
         # Per-bullet BM25 (evidence, explain) only for the bullets of the page's papers.
         lexical_rows = self._bullet_bm25(terms, page) if mode != "dense" and "bullets" in fields else None
-        marks = QueryMarks.build(text, terms, self.tokenizer.stem, STOPWORDS)
+        marks = analysed.marks
         cite_by = qvec if "bullets" in fields else None  # evidence cosines: the query as the user wrote it
-        judge = self.relevance_judge(text, fields, vector_future.result()) if vector_future is not None else None
+        judge = (
+            self.relevance_judge(text, fields, vector_future.result(), own_terms=analysed.own_terms)
+            if vector_future is not None
+            else None
+        )
         top = float(np.nanmax(fused)) if np.isfinite(fused).any() else 0.0
         scores = {pi: top + len(first) - rank for rank, pi in enumerate(first)}  # above every other score
         exact = set(first) | set(self._names_of(text, fields))  # the papers the query names: relevance 1
@@ -285,7 +288,7 @@ class Searcher:
                 offsets=self._offsets,
                 dense_rows=self._corrected_rows(dense.towards_bullets, english, page) if mode != "lexical" else None,
                 lexical_rows=lexical_rows if mode != "dense" else None,
-                term_hits=self._term_hits(text, fields) if mode != "dense" else {},
+                term_hits=self._term_hits(analysed, fields) if mode != "dense" else {},
             )
             for pi, hit in zip(page, results, strict=True):
                 hit.explain = explainer.explain(int(pi), hit.score, by_id=int(pi) in scores)
@@ -311,27 +314,31 @@ class Searcher:
         )
 
     def relevance_judge(
-        self, query: str, fields: Sequence[Field_] | None = None, vector: np.ndarray | None = None
+        self,
+        query: str,
+        fields: Sequence[Field_] | None = None,
+        vector: np.ndarray | None = None,
+        own_terms: Sequence[str] | None = None,
     ) -> QueryJudge:
         """The relevance scale of `query`'s hits (retrieval/relevance.py) over the searched `fields`;
-        `vector` is the query's embedding (embedded, or taken from the cache, when not given)."""
+        `vector` is the query's embedding (embedded, or taken from the cache, when not given),
+        `own_terms` its lexical terms without expansions (tokenised here when not given)."""
         query = query.strip()
         fields = tuple(fields or self.settings.fields)
         searched = [self._bm25_papers] if "bullets" in fields else []
         searched += [self._bm25_titles] if "title" in fields else []
-        terms = self.tokenizer.tokenize(query) if query else []
+        terms = list(own_terms) if own_terms is not None else (self.tokenizer.tokenize(query) if query else [])
         vector = self._embed_query(query) if vector is None else vector
         return QueryJudge.build(
             vector, terms, searched, self._bm25_papers, latin_share(query), self._bullet_matrix, self._offsets,
             self.relevance_calibration,
         )  # fmt: skip
 
-    def _term_hits(self, text: str, fields: Sequence[Field_]) -> dict[MatchedTerm, np.ndarray]:
-        """For each lexical term of `text` (term-map expansions with the English phrase they
+    def _term_hits(self, analysed: AnalysedQuery, fields: Sequence[Field_]) -> dict[MatchedTerm, np.ndarray]:
+        """For each lexical term of the query (term-map expansions with the English phrase they
         translate), the papers whose summary or title it was found in."""
-        own = self.tokenizer.tokenize(text) if text else []
-        extra = self.term_map.expand(text, own, self.tokenizer) if self.settings.expand_terms else []
-        sources = self.term_map.sources(text, extra, self.tokenizer) if extra else {}
+        own, extra = list(analysed.own_terms), list(analysed.expansions)
+        sources = self.term_map.sources(analysed.text, extra, self.tokenizer) if extra else {}
         searched = [self._bm25_papers] if "bullets" in fields else []
         searched += [self._bm25_titles] if "title" in fields else []
         hits: dict[MatchedTerm, np.ndarray] = {}
@@ -408,13 +415,21 @@ class Searcher:
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
+    def analyse(self, query: str) -> AnalysedQuery:
+        """The query analysed once: its arXiv ids, the rest's lexical terms and term-map
+        expansions, Latin share, the text the dense legs embed and the highlight marks."""
+        raw = query.strip()
+        ids, text = split_arxiv_ids(raw)
+        own = tuple(self.tokenizer.tokenize(text)) if text else ()
+        expand = self.settings.expand_terms and text
+        extra = tuple(self.term_map.expand(text, list(own), self.tokenizer)) if expand else ()
+        marks = QueryMarks.build(text, [*own, *extra], self.tokenizer.stem, STOPWORDS)
+        return AnalysedQuery(raw, tuple(ids), text, own, extra, latin_share(text), self.dense_query_text(text), marks)
+
     @_open_only
     def query_terms(self, query: str) -> list[str]:
         """Lexical terms of a query, expanded with the corpus term map when enabled."""
-        terms = self.tokenizer.tokenize(query) if query else []
-        if self.settings.expand_terms:
-            terms = terms + self.term_map.expand(query, terms, self.tokenizer)
-        return terms
+        return self.analyse(query).terms
 
     def dense_query_text(self, text: str) -> str:
         """What the dense legs embed: `text`, with the English equivalents of its Korean terms

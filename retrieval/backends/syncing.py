@@ -8,6 +8,7 @@ or a store whose live version is not the recorded one, gets a full sync.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from retrieval.backends.base import Backend, PaperRecord
 from retrieval.backends.choice import backend_version_name
+from retrieval.errors import UsageError
 
 __all__ = ["BACKEND_SYNC_FILE", "Synced", "backend_current", "previous_sync", "sync_to_backend"]
 
@@ -50,23 +52,16 @@ def backend_current(backend: Backend, index_version: str) -> bool:
 def sync_to_backend(
     backend: Backend, records: Sequence[PaperRecord], index_version: str, previous: dict[str, Any] | None
 ) -> Synced:
-    """Publish `records` in the backend as `index_version`, incrementally when `previous` (the
-    live index version's record) describes this store's live version."""
-    from retrieval.backends.sync import sync_backend
+    """Publish `records` in the backend as `index_version`'s version; incremental when `previous`
+    (what the live index version recorded) holds this store's fingerprints of its live version."""
+    from retrieval.backends.sync import Fingerprints, sync_backend
 
-    name = backend_version_name(index_version)
     fingerprints = None
-    same_store = previous is not None and previous.get("store") == store_name(backend)
-    if same_store and previous is not None and backend.refresh() == previous.get("version"):
-        fingerprints = previous["fingerprints"]
-    new_fingerprints, report = sync_backend(backend, list(records), name, fingerprints)
-    state = {"store": store_name(backend), "version": name, "fingerprints": dict(new_fingerprints)}
-    return Synced(state, {"store": store_name(backend), "version": name, **_plain(report)})
-
-
-def _plain(report: Any) -> dict[str, Any]:
-    if isinstance(report, dict):
-        return dict(report)
-    if hasattr(report, "__dataclass_fields__"):
-        return {k: getattr(report, k) for k in report.__dataclass_fields__}
-    return {"report": str(report)}
+    if previous is not None and previous.get("store") == store_name(backend):
+        try:
+            fingerprints = Fingerprints.from_dict(previous.get("fingerprints"))
+        except UsageError:
+            fingerprints = None  # unreadable: a full sync
+    new, report = sync_backend(backend, records, backend_version_name(index_version), fingerprints)
+    state = {"store": store_name(backend), "fingerprints": new.to_dict()}
+    return Synced(state, {"store": store_name(backend), **dataclasses.asdict(report)})
