@@ -21,7 +21,7 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 import numpy as np
 
 from retrieval.alignment import map_queries
-from retrieval.backends.base import Backend, BulletHit, PaperScore
+from retrieval.backends.base import Backend, Hits
 from retrieval.backends.embedded import EmbeddedBackend
 from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
@@ -178,6 +178,9 @@ class Searcher:
         self.settings = settings or SearchSettings()
         self.papers: list[Paper] = index.papers
         self._by_id = {p.arxiv_id: i for i, p in enumerate(self.papers)}
+        ids = np.array([p.arxiv_id for p in self.papers], dtype=str)
+        self._sorted_rows = np.argsort(ids, kind="stable").astype(np.int64)
+        self._sorted_ids = ids[self._sorted_rows]  # backends name papers by id: mapped back in bulk
         counts = np.array([len(p.bullets) for p in self.papers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._row_paper = np.repeat(np.arange(len(self.papers)), counts)
@@ -394,9 +397,8 @@ class Searcher:
         while True:
             hits = self.backend.top_bullets(self._centroids[pi], depth, filters)
             paper_scores = np.full(len(self.papers), -np.inf, dtype=np.float32)
-            if hits:
-                scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
-                np.maximum.at(paper_scores, self._paper_indexes([h.paper_id for h in hits]), scores)
+            if len(hits):
+                np.maximum.at(paper_scores, self._paper_indexes(hits.paper_ids), hits.scores)
             found = np.flatnonzero(np.isfinite(paper_scores) & mask)
             if len(found) >= limit or len(hits) < depth:
                 break
@@ -554,36 +556,38 @@ class Searcher:
             legs.append(Leg("dense_title", self._floored(titles), s.weight_dense_title))
         return DenseLegs(legs, towards)
 
-    def _paper_indexes(self, paper_ids: Sequence[str]) -> np.ndarray:
-        """Our row of each paper the backend named (a paper unknown here is an error: the backend
-        holds another version of the index)."""
-        try:
-            return np.fromiter((self._by_id[pid] for pid in paper_ids), dtype=np.int64, count=len(paper_ids))
-        except KeyError as exc:
+    def _paper_indexes(self, paper_ids: np.ndarray) -> np.ndarray:
+        """Our row of each paper the backend named, vectorised (a paper unknown here is an error:
+        the backend holds another version of the index)."""
+        if not len(paper_ids):
+            return np.zeros(0, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._sorted_ids, paper_ids), len(self._sorted_ids) - 1)
+        known = self._sorted_ids[at] == paper_ids
+        if not known.all():
+            missing = str(paper_ids[np.flatnonzero(~known)[0]])
             raise IndexMismatchError(
-                f"the backend returned paper {exc.args[0]}, which index version {self.index.path.name} lacks; "
+                f"the backend returned paper {missing}, which index version {self.index.path.name} lacks; "
                 "rebuild with `retrieval build-index` so both hold the same version"
-            ) from exc
+            )
+        return self._sorted_rows[at]
 
-    def _best_per_paper(self, hits: Sequence[BulletHit]) -> np.ndarray:
+    def _best_per_paper(self, hits: Hits) -> np.ndarray:
         """Each paper's best candidate bullet; papers without one score the weakest candidate (not
         NaN: standardise() reads NaN as 0, and corrected cosines can be negative)."""
         best = np.full(len(self.papers), -np.inf, dtype=np.float32)
-        if not hits:
+        if not len(hits):
             best[:] = 0.0
             return best
-        scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
-        np.maximum.at(best, self._paper_indexes([h.paper_id for h in hits]), scores)
-        best[~np.isfinite(best)] = scores.min()
+        np.maximum.at(best, self._paper_indexes(hits.paper_ids), hits.scores)
+        best[~np.isfinite(best)] = hits.scores.min()
         return best
 
-    def _floored(self, hits: Sequence[PaperScore]) -> np.ndarray:
+    def _floored(self, hits: Hits) -> np.ndarray:
         """A paper-level dense leg: candidates keep their score, every other paper the weakest one's."""
-        if not hits:
+        if not len(hits):
             return np.zeros(len(self.papers), dtype=np.float32)
-        scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
-        leg = np.full(len(self.papers), scores.min(), dtype=np.float32)
-        leg[self._paper_indexes([h.paper_id for h in hits])] = scores
+        leg = np.full(len(self.papers), hits.scores.min(), dtype=np.float32)
+        leg[self._paper_indexes(hits.paper_ids)] = hits.scores
         return leg
 
     def _lexical_legs(
@@ -602,11 +606,10 @@ class Searcher:
             legs.append(Leg("lexical_title", self._matched(hits), s.weight_lexical_title))
         return legs
 
-    def _matched(self, hits: Sequence[PaperScore]) -> np.ndarray:
+    def _matched(self, hits: Hits) -> np.ndarray:
         leg = np.full(len(self.papers), np.nan, dtype=np.float32)
-        if hits:
-            scores = np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits))
-            leg[self._paper_indexes([h.paper_id for h in hits])] = scores
+        if len(hits):
+            leg[self._paper_indexes(hits.paper_ids)] = hits.scores
         return leg
 
     def _page_rows(self, page: Sequence[int]) -> np.ndarray:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from retrieval.alignment import map_queries
 from retrieval.api.app import create_app
-from retrieval.backends.base import Backend, BulletHit, PaperScore
+from retrieval.backends.base import Backend, BulletHit, Hits, PaperScore
 from retrieval.backends.choice import backend_version_name, check_serves, connect_backend
 from retrieval.config import Settings
 from retrieval.embedding import FakeEmbedder
@@ -41,14 +41,14 @@ class Spy:
         self._fail()
         self.asked.append(("bullets", k))
         hits = self.inner.top_bullets(vector, k, filters, hubness_weight)
-        return [BulletHit(self.rename.get(h.paper_id, h.paper_id), h.position, h.score) for h in hits]
+        return Hits.of([BulletHit(self.rename.get(h.paper_id, h.paper_id), h.position, h.score) for h in hits])
 
     def top_papers(self, vector: np.ndarray, k: int, filters: Any = None, field: Any = "centroid",
                    hubness_weight: float = 0.0) -> Any:  # fmt: skip
         self._fail()
         self.asked.append((field, k))
         hits = self.inner.top_papers(vector, k, filters, field=field, hubness_weight=hubness_weight)
-        return [PaperScore(self.rename.get(h.paper_id, h.paper_id), h.score) for h in hits]
+        return Hits.of([PaperScore(self.rename.get(h.paper_id, h.paper_id), h.score) for h in hits])
 
     def top_sparse(self, weights: Any, k: int, filters: Any = None, *, field: Any = "summary") -> Any:
         self._fail()

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from retrieval.models import Filters
 __all__ = [
     "Backend",
     "BulletHit",
+    "Hits",
     "PaperField",
     "PaperRecord",
     "PaperScore",
@@ -123,6 +124,46 @@ class PaperScore:
     score: float
 
 
+@dataclass(frozen=True, eq=False)
+class Hits(Sequence[Any]):
+    """Top candidates as columns, best first: cheap to build and to read in bulk (the searcher
+    reads the arrays); iterating or indexing gives `BulletHit`s (with `positions`) or `PaperScore`s."""
+
+    paper_ids: np.ndarray  # str, one per hit
+    scores: np.ndarray  # float32
+    positions: np.ndarray | None = None  # int32 position of each bullet in its paper (bullet hits only)
+
+    @classmethod
+    def of(cls, hits: Sequence[BulletHit] | Sequence[PaperScore] | Hits) -> Hits:
+        """Columns of a list of hits (a `Hits` comes back as it is)."""
+        if isinstance(hits, Hits):
+            return hits
+        ids = np.array([h.paper_id for h in hits], dtype=str)
+        scores = np.array([h.score for h in hits], dtype=np.float32)
+        if hits and isinstance(hits[0], BulletHit):
+            return cls(ids, scores, np.array([h.position for h in hits], dtype=np.int32))  # type: ignore[union-attr]
+        return cls(ids, scores)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def _one(self, i: int) -> BulletHit | PaperScore:
+        if self.positions is not None:
+            return BulletHit(str(self.paper_ids[i]), int(self.positions[i]), float(self.scores[i]))
+        return PaperScore(str(self.paper_ids[i]), float(self.scores[i]))
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._one(j) for j in range(*i.indices(len(self)))]
+        return self._one(range(len(self))[i])
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._one(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
 def augment(vectors: np.ndarray, extra: np.ndarray | float) -> np.ndarray:
     """`[v, extra]` rows: the stored `[v, hub(v)]`, or a query `[q, -w]` (float32)."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -204,10 +245,10 @@ class Backend(abc.ABC):
     # ------------------------------------------------------------------ queries
     def top_bullets(
         self, vector: np.ndarray, k: int, filters: Filters | None = None, hubness_weight: float = 0.0
-    ) -> list[BulletHit]:
+    ) -> Hits:
         """The `k` best bullets of papers passing `filters` by `q.v - hubness_weight * hub(v)`."""
         query = augment(self._check_vector(vector), -float(hubness_weight))[0]
-        return self._top_bullets(query, self._check_k(k), _check_filters(filters))
+        return Hits.of(self._top_bullets(query, self._check_k(k), _check_filters(filters)))
 
     def top_papers(
         self,
@@ -216,19 +257,19 @@ class Backend(abc.ABC):
         filters: Filters | None = None,
         field: PaperField = "centroid",
         hubness_weight: float = 0.0,
-    ) -> list[PaperScore]:
+    ) -> Hits:
         """The `k` best papers by centroid (`q.c - hubness_weight * hub(c)`) or title (`q.t`)."""
         if field not in ("centroid", "title"):
             raise UsageError(f"field: must be 'centroid' or 'title', got {field!r}")
         query = self._check_vector(vector)
         if field == "centroid":
             query = augment(query, -float(hubness_weight))[0]
-        return self._top_papers(query, self._check_k(k), _check_filters(filters), field)
+        return Hits.of(self._top_papers(query, self._check_k(k), _check_filters(filters), field))
 
     @overload
     def top_sparse(
         self, weights: SparseWeights, k: int, filters: Filters | None = ..., *, field: Literal["bullets"]
-    ) -> list[BulletHit]: ...
+    ) -> Hits: ...
 
     @overload
     def top_sparse(
@@ -238,11 +279,11 @@ class Backend(abc.ABC):
         filters: Filters | None = ...,
         *,
         field: Literal["summary", "title"] = ...,
-    ) -> list[PaperScore]: ...
+    ) -> Hits: ...
 
     def top_sparse(
         self, weights: SparseWeights, k: int, filters: Filters | None = None, *, field: SparseField = "summary"
-    ) -> list[BulletHit] | list[PaperScore]:
+    ) -> Hits:
         """The `k` best documents of `field` by sparse inner product with `weights`; only
         documents sharing a term with the query (score > 0) come back."""
         if field not in ("bullets", "summary", "title"):
@@ -252,25 +293,27 @@ class Backend(abc.ABC):
         if any(t < 0 or t >= 2**32 for t in clean):
             raise UsageError("weights: term ids must be in 0 .. 2**32 - 1")
         if not clean:
-            return []
+            return Hits.of([])
         if field == "bullets":
-            return self._sparse_bullets(clean, k, _check_filters(filters))
-        return self._sparse_papers(clean, k, _check_filters(filters), field)
+            return Hits.of(self._sparse_bullets(clean, k, _check_filters(filters)))
+        return Hits.of(self._sparse_papers(clean, k, _check_filters(filters), field))
 
     # ------------------------------------------------------------------ for subclasses
     @abc.abstractmethod
-    def _top_bullets(self, query: np.ndarray, k: int, filters: Filters) -> list[BulletHit]: ...
+    def _top_bullets(self, query: np.ndarray, k: int, filters: Filters) -> Sequence[BulletHit] | Hits: ...
 
     @abc.abstractmethod
-    def _top_papers(self, query: np.ndarray, k: int, filters: Filters, field: PaperField) -> list[PaperScore]: ...
+    def _top_papers(
+        self, query: np.ndarray, k: int, filters: Filters, field: PaperField
+    ) -> Sequence[PaperScore] | Hits: ...
 
     @abc.abstractmethod
-    def _sparse_bullets(self, weights: dict[int, float], k: int, filters: Filters) -> list[BulletHit]: ...
+    def _sparse_bullets(self, weights: dict[int, float], k: int, filters: Filters) -> Sequence[BulletHit] | Hits: ...
 
     @abc.abstractmethod
     def _sparse_papers(
         self, weights: dict[int, float], k: int, filters: Filters, field: Literal["summary", "title"]
-    ) -> list[PaperScore]: ...
+    ) -> Sequence[PaperScore] | Hits: ...
 
     def _check_vector(self, vector: np.ndarray) -> np.ndarray:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)

@@ -33,10 +33,9 @@ import scipy.sparse as sp
 
 from retrieval.backends.base import (
     Backend,
-    BulletHit,
+    Hits,
     PaperField,
     PaperRecord,
-    PaperScore,
     SparseField,
     augment,
     check_version_name,
@@ -159,10 +158,12 @@ class _Version:
     columns: _Columns
     indexes: dict[str, DenseIndex]
     by_term: dict[str, sp.csc_matrix]
+    ids: np.ndarray  # the paper ids as one str array, for hits in bulk
 
     @classmethod
     def of(cls, name: str, columns: _Columns, indexes: dict[str, DenseIndex]) -> _Version:
-        return cls(name, columns, indexes, {k: m.tocsc() for k, m in columns.sparse.items()})
+        by_term = {k: m.tocsc() for k, m in columns.sparse.items()}
+        return cls(name, columns, indexes, by_term, np.array(columns.paper_ids, dtype=str))
 
 
 def _stack(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
@@ -435,26 +436,25 @@ class EmbeddedBackend(Backend):
     ) -> tuple[np.ndarray, np.ndarray]:
         return version.indexes[field_name].search(query, k, row_mask)
 
-    def _bullet_hits(self, columns: _Columns, rows: np.ndarray, scores: np.ndarray) -> list[BulletHit]:
-        return [
-            BulletHit(columns.paper_ids[columns.bullet_paper[r]], int(columns.bullet_position[r]), float(s))
-            for r, s in zip(rows, scores, strict=True)
-        ]
+    @staticmethod
+    def _bullet_hits(version: _Version, rows: np.ndarray, scores: np.ndarray) -> Hits:
+        columns = version.columns
+        return Hits(version.ids[columns.bullet_paper[rows]], scores, columns.bullet_position[rows])
 
-    def _top_bullets(self, query: np.ndarray, k: int, filters: Filters) -> list[BulletHit]:
+    def _top_bullets(self, query: np.ndarray, k: int, filters: Filters) -> Hits:
         version = self._version()
         columns = version.columns
         mask = columns.paper_mask(filters)
         rows, scores = self._search(
             version, "bullets", query, k, mask[columns.bullet_paper] if mask is not None else None
         )
-        return self._bullet_hits(columns, rows, scores)
+        return self._bullet_hits(version, rows, scores)
 
-    def _top_papers(self, query: np.ndarray, k: int, filters: Filters, field: PaperField) -> list[PaperScore]:
+    def _top_papers(self, query: np.ndarray, k: int, filters: Filters, field: PaperField) -> Hits:
         version = self._version()
         name = "centroids" if field == "centroid" else "titles"
         rows, scores = self._search(version, name, query, k, version.columns.paper_mask(filters))
-        return [PaperScore(version.columns.paper_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
+        return Hits(version.ids[rows], scores)
 
     @staticmethod
     def _sparse_top(
@@ -473,17 +473,17 @@ class EmbeddedBackend(Backend):
         rows = rows[np.lexsort((rows, -scores[rows]))]
         return rows, scores[rows]
 
-    def _sparse_bullets(self, weights: dict[int, float], k: int, filters: Filters) -> list[BulletHit]:
+    def _sparse_bullets(self, weights: dict[int, float], k: int, filters: Filters) -> Hits:
         version = self._version()
         columns = version.columns
         mask = columns.paper_mask(filters)
         row_mask = mask[columns.bullet_paper] if mask is not None else None
         rows, scores = self._sparse_top(version.by_term["bullets"], weights, k, row_mask)
-        return self._bullet_hits(columns, rows, scores)
+        return self._bullet_hits(version, rows, scores)
 
     def _sparse_papers(
         self, weights: dict[int, float], k: int, filters: Filters, field: Literal["summary", "title"]
-    ) -> list[PaperScore]:
+    ) -> Hits:
         version = self._version()
         rows, scores = self._sparse_top(version.by_term[field], weights, k, version.columns.paper_mask(filters))
-        return [PaperScore(version.columns.paper_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
+        return Hits(version.ids[rows], scores)
