@@ -87,3 +87,16 @@ def latin_share(text: str) -> float:
     latin = len(_LATIN.findall(text))
     hangul = len(_HANGUL.findall(text))
     return latin / (latin + hangul) if latin + hangul else 0.0
+
+
+def summary_ranks(title_vectors: np.ndarray, centroids: np.ndarray, block: int = 512) -> np.ndarray:
+    """For each paper, how many other papers' summaries (bullet centroids) are nearer to its
+    title than its own summary is (int32): a large count flags a summary about another paper."""
+    ranks = np.zeros(len(title_vectors), dtype=np.int32)
+    if not len(title_vectors) or not len(centroids):
+        return ranks
+    for start in range(0, len(title_vectors), block):
+        sims = title_vectors[start : start + block] @ centroids.T
+        own = sims[np.arange(len(sims)), np.arange(start, start + len(sims))]
+        ranks[start : start + len(sims)] = (sims > own[:, None]).sum(axis=1)
+    return ranks

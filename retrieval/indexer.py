@@ -21,7 +21,7 @@ from retrieval.backends.syncing import BACKEND_SYNC_FILE, backend_current, previ
 from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
-from retrieval.hubness import bullet_centroids
+from retrieval.hubness import bullet_centroids, summary_ranks
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -34,6 +34,7 @@ from retrieval.store import (
     read_manifest,
     write_version,
 )
+from retrieval.termmap import TermMap
 
 ProgressFactory = Callable[[int, str], Any]
 
@@ -258,7 +259,9 @@ def build_index(
                 "bm25_titles": BM25Index.build(title_terms),
             }
             sparse = SparseDocuments.fit(bullet_terms, paper_terms, title_terms, _previous_sparse(directory))
+            term_map = TermMap.from_papers(corpus.papers)
             query_map, hub_bullets, hub_papers = hub_future.result()
+            centroids = bullet_centroids(bullet_vectors, offsets)
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 model=embedder.name,
@@ -274,7 +277,7 @@ def build_index(
             synced = None
             if backend is not None:
                 records = paper_records(
-                    corpus.papers, bullet_vectors, offsets, bullet_centroids(bullet_vectors, offsets), title_vectors,
+                    corpus.papers, bullet_vectors, offsets, centroids, title_vectors,
                     hub_bullets, hub_papers, sparse,
                 )  # fmt: skip
                 synced = sync_to_backend(backend, records, name, _previous_sync(directory))
@@ -292,6 +295,8 @@ def build_index(
                 hub_papers,
                 query_map,
                 sparse,
+                term_map,
+                summary_ranks(title_vectors, centroids),
             )
             final = directory.publish(tmp, name)
             directory.clean_stale()

@@ -200,7 +200,7 @@ class Searcher:
         self._hub_papers = index.hub_papers
         self._sparse = index.sparse
         self.backend = backend if backend is not None else self._embedded_backend()
-        self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
+        self.term_map = term_map if term_map is not None else index.term_map
         self._warnings = self._summary_warnings()
         self.relevance_calibration = calibration_for(index.manifest.model)
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -726,21 +726,13 @@ class Searcher:
         """Flag summaries that are probably about another paper (or generic filler).
 
         A paper's own title, used as a query, should find its summary among the first few; when
-        more than `mismatch_rank` other summaries are nearer to the title than its own, the
-        summarising model most likely wrote about something else (EVALUATION.md has the counts).
+        more than `mismatch_rank` other summaries are nearer to the title than its own (counted
+        by build-index: `hubness.summary_ranks`), the summarising model most likely wrote about
+        something else (EVALUATION.md has the counts).
         """
-        warnings: dict[int, str] = {}
-        if not len(self._title_matrix) or not len(self._bullet_matrix):
-            return warnings
-        for start in range(0, len(self.papers), 512):
-            block = self._title_matrix[start : start + 512] @ self._centroids.T
-            own = block[np.arange(len(block)), np.arange(start, start + len(block))]
-            nearer = (block > own[:, None]).sum(axis=1)
-            for offset in np.flatnonzero(nearer > self.settings.mismatch_rank):
-                warnings[start + int(offset)] = (
-                    "this summary may describe a different paper: it is far from the paper's own title"
-                )
-        return warnings
+        flagged = np.flatnonzero(self.index.summary_ranks > self.settings.mismatch_rank)
+        text = "this summary may describe a different paper: it is far from the paper's own title"
+        return {int(pi): text for pi in flagged}
 
     def _paper_index(self, arxiv_id: str) -> int:
         """The paper named by `arxiv_id` in any usual spelling (vN, arXiv:, its URL)."""

@@ -37,6 +37,7 @@ import numpy as np
 from retrieval.backends.records import SPARSE_DIR, SparseDocuments
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, UsageError
+from retrieval.termmap import TermMap
 
 FORMAT_VERSION = 5
 CURRENT_FILE = "CURRENT"
@@ -51,6 +52,8 @@ TITLES_FAISS = "titles.faiss"
 HUB_BULLETS_FILE = "hub_bullets.npy"
 HUB_PAPERS_FILE = "hub_papers.npy"
 QUERY_MAP_FILE = "query_map.npy"
+TERM_MAP_FILE = "term_map.json"
+SUMMARY_RANKS_FILE = "summary_ranks.npy"
 PAUSE_ENV = "RETRIEVAL_TEST_PAUSE_AT"
 PAUSE_STAGES = ("embedding", "write", "publish")
 
@@ -111,6 +114,8 @@ class IndexData:
     hub_papers: np.ndarray  # hubness of each paper's bullet centroid
     query_map: np.ndarray  # (dim, dim) map of English queries towards the bullets (retrieval/alignment.py)
     sparse: SparseDocuments  # BM25 weights of bullets, summaries and titles (retrieval/backends/records.py)
+    term_map: TermMap  # English <-> Korean phrases mined from the bullets (retrieval/termmap.py)
+    summary_ranks: np.ndarray  # per paper: other summaries nearer to its title than its own (hubness.summary_ranks)
 
     def released(self) -> IndexData:
         """A copy that keeps only the manifest and path: what a closed searcher still tells about itself."""
@@ -125,6 +130,8 @@ class IndexData:
             hub_papers=empty,
             query_map=np.empty((0, 0), dtype=np.float32),
             sparse=SparseDocuments({}, {}),
+            term_map=TermMap(),
+            summary_ranks=np.empty(0, dtype=np.int32),
         )
 
     @property
@@ -316,6 +323,8 @@ def write_version(
     hub_papers: np.ndarray,
     query_map: np.ndarray,
     sparse: SparseDocuments,
+    term_map: TermMap,
+    summary_ranks: np.ndarray,
 ) -> None:
     """Write all files of a version into `target` (a fresh temporary directory)."""
     dim = manifest.dim
@@ -328,6 +337,8 @@ def write_version(
         json.dump([paper_to_json(p) for p in papers], handle, ensure_ascii=False)
     pause_point("write")
     sparse.save(target / SPARSE_DIR)
+    (target / TERM_MAP_FILE).write_text(json.dumps(term_map.to_json(), ensure_ascii=False), encoding="utf-8")
+    np.save(target / SUMMARY_RANKS_FILE, np.asarray(summary_ranks, dtype=np.int32), allow_pickle=False)
     for name, writer in bm25_writers.items():
         writer(target / name)
     files: dict[str, dict[str, Any]] = {}
@@ -428,6 +439,8 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
         query_map = np.load(version / QUERY_MAP_FILE, allow_pickle=False)
         sparse = SparseDocuments.load(version / SPARSE_DIR)
+        term_map = TermMap.from_json(json.loads((version / TERM_MAP_FILE).read_text(encoding="utf-8")))
+        summary_ranks = np.load(version / SUMMARY_RANKS_FILE, allow_pickle=False)
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
@@ -450,6 +463,11 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"{bullet_count} bullets of {len(papers)} papers of dim {dim}); rebuild the index"
         )
     sparse.check_sizes(bullet_count, len(papers), version)
+    if summary_ranks.shape != (len(papers),):
+        raise IndexCorruptError(
+            f"{version / SUMMARY_RANKS_FILE} has shape {summary_ranks.shape} for {len(papers)} papers; "
+            "rebuild the index"
+        )
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
     return IndexData(
         manifest,
@@ -462,6 +480,8 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_papers.astype(np.float32),
         query_map.astype(np.float32),
         sparse,
+        term_map,
+        summary_ranks.astype(np.int32),
     )
 
 

@@ -104,6 +104,19 @@ class TermMap:
     def from_papers(cls, papers: Sequence[Paper]) -> TermMap:
         return cls.from_texts(b.text for p in papers for b in p.bullets)
 
+    def to_json(self) -> dict[str, dict[str, list[str]]]:
+        return {"en_to_ko": self.en_to_ko, "ko_to_en": self.ko_to_en}
+
+    @classmethod
+    def from_json(cls, data: object) -> TermMap:
+        """Read `to_json`'s form; `ValueError` when it is not that."""
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("en_to_ko", "ko_to_en")):
+            raise ValueError("expected {'en_to_ko': {...}, 'ko_to_en': {...}}")
+        return cls(
+            en_to_ko={str(k): [str(t) for t in v] for k, v in data["en_to_ko"].items()},
+            ko_to_en={str(k): [str(t) for t in v] for k, v in data["ko_to_en"].items()},
+        )
+
     def translations(self, query: str, ko_to_en: bool = False, min_ko_length: int = 2) -> list[str]:
         """Korean phrases for the English phrases found in `query` (and, when asked, English
         phrases for its Korean ones of at least `min_ko_length` characters: measured to hurt
