@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,19 @@ class SyncReport:
     phases: dict[str, float] = field(default_factory=dict)  # begin, upsert, delete, publish (s)
 
 
+def _sparse_rows(h: Any, rows: Sequence[Mapping[Any, Any]]) -> None:
+    """Sparse rows as (non-zero count per row, terms sorted within each row, float32 weights)."""
+    lengths = [len(row) for row in rows]
+    total = sum(lengths)
+    terms = np.fromiter(chain.from_iterable(row.keys() for row in rows), dtype=np.int64, count=total)
+    weights = np.fromiter(chain.from_iterable(row.values() for row in rows), dtype=np.float64, count=total)
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    order = np.lexsort((terms, owner))
+    order = order[weights[order] != 0.0]
+    counts = np.bincount(owner[order], minlength=len(rows)).astype("<u8")
+    h.update(counts.tobytes() + terms[order].astype("<u8").tobytes() + weights[order].astype("<f4").tobytes())
+
+
 def _hash_value(h: Any, value: Any) -> None:
     """Feed one field value into `h`, tagged and length-prefixed so no two layouts collide."""
     if isinstance(value, str):
@@ -89,14 +103,11 @@ def _hash_value(h: Any, value: Any) -> None:
         h.update(b"a" + len(array.shape).to_bytes(1, "little"))
         h.update(b"".join(int(n).to_bytes(8, "little") for n in array.shape) + array.tobytes())
     elif isinstance(value, Mapping):
-        pairs = sorted((int(t), float(w)) for t, w in value.items() if float(w) != 0.0)
-        h.update(b"m" + len(pairs).to_bytes(8, "little"))
-        h.update(np.array([t for t, _ in pairs], dtype="<u8").tobytes())
-        h.update(np.array([w for _, w in pairs], dtype="<f4").tobytes())
-    elif isinstance(value, tuple):
+        h.update(b"m")
+        _sparse_rows(h, [value])
+    elif isinstance(value, tuple) and all(isinstance(item, Mapping) for item in value):
         h.update(b"t" + len(value).to_bytes(8, "little"))
-        for item in value:
-            _hash_value(h, item)
+        _sparse_rows(h, value)
     else:
         raise TypeError(f"record_fingerprint cannot hash a {type(value).__name__}")
 
