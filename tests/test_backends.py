@@ -731,3 +731,32 @@ def test_milvus_refuses_the_older_collection_per_version_layout(milvus_uri: str)
         for name in client.list_collections():
             if name.startswith(prefix + "_"):
                 client.drop_collection(name)
+
+
+def test_milvus_recheck_s_reads_the_live_row_less_often_and_learns_of_a_collection_late(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builder = milvus_store()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    exact, lazy = milvus_store(), milvus_store(recheck_s=3600.0)
+    reads = {id(exact): 0, id(lazy): 0}
+    for reader in (exact, lazy):
+        original = reader._read_live
+
+        def counted(original: Callable[[], object] = original, key: int = id(reader)) -> object:
+            reads[key] += 1
+            return original()
+
+        monkeypatch.setattr(reader, "_read_live", counted)
+    q = QUERIES[0]
+    for reader in (exact, lazy):
+        for _ in range(4):
+            assert_same(reader.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    assert reads == {id(exact): 4, id(lazy): 0}
+    build(builder, "v2", [record(d, encoders) for d in docs[4:]])
+    builder.begin_version("v3")  # collects v1, which both readers hold
+    now = expected_bullets(docs[4:], q, 0, 1000, Filters())
+    assert_same(exact.top_bullets(q, 1000), now)
+    assert lazy.top_bullets(q, 1000) == []  # v1's rows are gone and it has not looked yet
+    assert lazy.refresh() == "v2"
+    assert_same(lazy.top_bullets(q, 1000), now)

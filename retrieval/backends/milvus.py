@@ -32,10 +32,13 @@ filter, so Milvus filters while it searches.
   the new version does not read.
 
 A reader holds the version it read at `refresh` (or at creation). After each search it reads
-the "live" row (one small query) and, when its version is neither the live nor the previous
-one any more (a later build collected it, so the answer may miss rows), moves to the live
-version and searches again. So a reader that still holds L answers exactly from L until L is
-retired, then from the live version, never from a half-collected L.
+the "live" row (one small query, about 1 ms) and, when its version is neither the live nor the
+previous one any more (a later build collected it, so the answer may miss rows), moves to the
+live version and searches again. So a reader that still holds L answers exactly from L until L
+is retired, then from the live version, never from a half-collected L. With `recheck_s > 0` a
+reader reads the live row at most once per `recheck_s` seconds instead: cheaper searches, but
+for up to `recheck_s` after a build collected its version, its answers can miss the papers
+that changed since.
 
 Milvus Lite has no aliases (create_alias answers UNIMPLEMENTED) and no `not` in expressions;
 the meta row is our alias and every expression is written without `not`.
@@ -46,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -175,6 +179,7 @@ class MilvusBackend(Backend):
         index_params: dict[str, Any] | None = None,
         search_params: dict[str, Any] | None = None,
         keep_previous: bool = True,
+        recheck_s: float = 0.0,
     ) -> None:
         if not _PREFIX.match(prefix):
             raise UsageError(f"prefix {prefix!r} is not allowed: use a letter then letters or digits (at most 32)")
@@ -188,6 +193,8 @@ class MilvusBackend(Backend):
         self.index_params = index_params or ({"nlist": 128} if index_type == "IVF_FLAT" else {})
         self.search_params = search_params or ({"nprobe": 16} if index_type == "IVF_FLAT" else {})
         self.keep_previous = bool(keep_previous)
+        self.recheck_s = float(recheck_s)
+        self._checked_at = float("-inf")  # time.monotonic() of the last read of the live row
         self.writes: Counter[str] = Counter()
         self._client = self._connect(token)
         self._build: _Build | None = None
@@ -455,8 +462,10 @@ class MilvusBackend(Backend):
         return state.live.name if state else None
 
     def refresh(self) -> str | None:
+        checked = time.monotonic()
         state = self._read_live()
         self._view = state.live if state else None
+        self._checked_at = checked
         return self._view.name if self._view else None
 
     def collect(self) -> None:
@@ -565,8 +574,12 @@ class MilvusBackend(Backend):
             if view is None:
                 raise IndexNotFoundError(f"no published version in Milvus at {self.uri} (prefix {self.prefix})")
             hits = self._search_in(view, kind, field_name, data, k, filters, outputs)
+            checked = time.monotonic()
+            if checked - self._checked_at < self.recheck_s:
+                return hits
             state = self._read_live()
             if state is not None and state.readable(view):
+                self._checked_at = checked
                 return hits
             self._view = state.live if state else None
         raise BackendUnavailableError(f"Milvus at {self.uri}: the live version kept changing during a search")
