@@ -728,6 +728,7 @@ def test_milvus_refuses_the_older_collection_per_version_layout(milvus_uri: str)
             MilvusBackend(milvus_uri, DIM, prefix=prefix)
         assert "\n" not in str(caught.value)
     finally:
+        client = MilvusClient(milvus_uri)  # the refused backend closed the connection it shared
         for name in client.list_collections():
             if name.startswith(prefix + "_"):
                 client.drop_collection(name)
@@ -760,3 +761,16 @@ def test_milvus_recheck_s_reads_the_live_row_less_often_and_learns_of_a_collecti
     assert lazy.top_bullets(q, 1000) == []  # v1's rows are gone and it has not looked yet
     assert lazy.refresh() == "v2"
     assert_same(lazy.top_bullets(q, 1000), now)
+
+
+def test_milvus_closing_one_backend_leaves_the_others_on_the_same_uri_working(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders
+) -> None:
+    builder = milvus_store()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    reader, other = milvus_store(), milvus_store()
+    other.close()
+    q = QUERIES[0]
+    assert_same(reader.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    build(builder, "v2", [record(d, encoders) for d in docs[:3]])
+    assert reader.refresh() == "v2"

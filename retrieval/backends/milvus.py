@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import time
 import warnings
 from collections import Counter
@@ -83,6 +84,8 @@ LIVE_KEY = "live"
 KINDS = ("bullets", "papers")
 DenseIndex = Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"]
 T = TypeVar("T")
+_OPEN: Counter[str] = Counter()  # backends using each pymilvus connection alias
+_OPEN_LOCK = threading.Lock()
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,31}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -196,12 +199,17 @@ class MilvusBackend(Backend):
         self.recheck_s = float(recheck_s)
         self._checked_at = float("-inf")  # time.monotonic() of the last read of the live row
         self.writes: Counter[str] = Counter()
+        self._closed = False
         self._client = self._connect(token)
         self._build: _Build | None = None
         self._view: _View | None = None
         self._handles: dict[str, Any] = {}  # pymilvus Collection handles, for column writes
-        self._ensure_collections()
-        self.refresh()
+        try:
+            self._ensure_collections()
+            self.refresh()
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self, token: str) -> Any:
@@ -224,9 +232,12 @@ class MilvusBackend(Backend):
                 ) from exc
         with _quiet_pymilvus():
             try:
-                return MilvusClient(uri=self.uri, token=token, timeout=self.timeout)
+                client = MilvusClient(uri=self.uri, token=token, timeout=self.timeout)
             except Exception as exc:  # pymilvus raises MilvusException, grpc errors or OSError
                 raise BackendUnavailableError(f"cannot reach Milvus at {self.uri}: {_reason(exc)}") from exc
+        with _OPEN_LOCK:  # pymilvus shares one connection per URI and token: count its users
+            _OPEN[client._using] += 1
+        return client
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one client call; any failure becomes a one-line `BackendUnavailableError`."""
@@ -560,6 +571,17 @@ class MilvusBackend(Backend):
         self._collect([new, previous] if previous else [new])
 
     def close(self) -> None:
+        """Release this backend's share of the client connection (closed when the last user goes:
+        pymilvus shares one per URI and token, so one backend closing must not cut the others)."""
+        if self._closed:
+            return
+        self._closed = True
+        with _OPEN_LOCK:
+            alias = self._client._using
+            _OPEN[alias] -= 1
+            if _OPEN[alias] > 0:
+                return
+            del _OPEN[alias]
         with contextlib.suppress(Exception):
             self._client.close()
 
