@@ -17,8 +17,9 @@ Each backend is filled through `retrieval.backends.sync.sync_backend` on a fresh
 sync of every paper, a sync with nothing changed, and a sync where one paper changed (one vote
 more, its first bullet vector nudged), each timed, and the ratio of the last to the first. For
 Milvus also the rows that last sync wrote, the rows held afterwards, the cost of the per-search
-check of the live version, and the legs again from a reader with `recheck_s=1.0` (that check at
-most once a second).
+check of the live version (and the bullets leg with and without it, and without the version
+filter, interleaved), and the legs again from a reader with `recheck_s=1.0` (that checks at most
+once a second).
 """
 
 from __future__ import annotations
@@ -227,6 +228,45 @@ def fingerprint_time(records: list[PaperRecord]) -> float:
     return timed(lambda: [record_fingerprint(r) for r in records])
 
 
+def milvus_bullet_paths(backend: Any, data: dict[str, Any], sample: np.ndarray, k: int) -> dict[str, float]:
+    """p50 ms of the bullets leg three ways, interleaved query by query so load hits all alike:
+    the backend's search (version filter + live-row check), the same search without the check,
+    and a bare client search without the version filter."""
+    from retrieval.backends.base import augment
+
+    titles = data["titles"]
+    view = backend._view
+    collection = backend._name("bullets")
+    params = {"metric_type": "IP", "params": backend.search_params}
+
+    def query(i: int) -> list[float]:
+        return augment(titles[sample[i]], -1.0)[0].tolist()
+
+    paths: dict[str, Callable[[int], Any]] = {
+        "with_check": lambda i: backend.top_bullets(titles[sample[i]], k, hubness_weight=1.0),
+        "version_filter_only": lambda i: backend._search_in(
+            view, "bullets", "vector", query(i), k, Filters(), ["paper_id", "position"]
+        ),
+        "no_version_filter": lambda i: backend._client.search(
+            collection,
+            data=[query(i)],
+            limit=k,
+            anns_field="vector",
+            output_fields=["paper_id", "position"],
+            search_params=params,
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for fn in paths.values():
+        fn(0)
+    for i in range(len(sample)):
+        for name, fn in paths.items():
+            started = time.perf_counter()
+            fn(i)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
 def numpy_baseline(data: dict[str, Any], sample: np.ndarray, k: int) -> dict[str, float]:
     """What Searcher does today per dense bullet leg: one einsum over every bullet, argpartition."""
     bullets = data["bullets"]
@@ -301,6 +341,7 @@ def main() -> None:
             report["milvus"].update(build_and_measure(milvus, data, sample, args.k))
             report["milvus"]["rows_after"] = milvus.count()
             report["milvus"]["meta_check"] = latency(lambda i: milvus._read_live(), args.queries)
+            report["milvus"]["bullets_p50_by_path"] = milvus_bullet_paths(milvus, data, sample, args.k)
             lazy = MilvusBackend(uri, dim, prefix=milvus.prefix, batch_size=args.batch_size, recheck_s=1.0)
             report["milvus"]["latency_recheck_1s"] = query_legs(lazy, data, sample, args.k)
             lazy.close()
