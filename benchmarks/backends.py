@@ -1,4 +1,4 @@
-"""Retrieval backends on a real index: build (full and one-paper incremental) and top-K latency.
+"""Retrieval backends on a real index: syncs (full, unchanged, one changed paper) and top-K latency.
 
 Usage::
 
@@ -12,11 +12,20 @@ weights are first checked against the index's own BM25 arrays. Queries are the t
 `--queries` papers (a seeded sample; hubness weight 1.0, as for an English query) and, for the
 sparse legs, their title terms. Reports p50 / p95 in milliseconds per leg and backend, with the
 numpy scan `Searcher` does today as the baseline, and the overlap of the backends' top 10.
+
+Each backend is filled through `retrieval.backends.sync.sync_backend` on a fresh store: a full
+sync of every paper, a sync with nothing changed, and a sync where one paper changed (one vote
+more, its first bullet vector nudged), each timed, and the ratio of the last to the first. For
+Milvus also the rows that last sync wrote, the rows held afterwards, the cost of the per-search
+check of the live version (and the bullets leg with and without it, and without the version
+filter, interleaved), and the legs again from a reader with `recheck_s=1.0` (that checks at most
+once a second).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sqlite3
 import statistics
@@ -35,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from retrieval.backends.base import Backend, PaperRecord  # noqa: E402
 from retrieval.backends.embedded import DenseIndexConfig, EmbeddedBackend  # noqa: E402
 from retrieval.backends.sparse import SparseEncoder  # noqa: E402
+from retrieval.backends.sync import record_fingerprint, sync_backend  # noqa: E402
 from retrieval.corpus import text_hash  # noqa: E402
 from retrieval.hubness import bullet_centroids  # noqa: E402
 from retrieval.indexer import lexical_title_document  # noqa: E402
@@ -175,18 +185,86 @@ def timed(fn: Callable[[], Any]) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+def changed_copy(record: PaperRecord) -> PaperRecord:
+    """`record` with one vote more and its first bullet vector nudged: a changed paper."""
+    vectors = record.bullet_vectors.copy()
+    vectors[0] = vectors[0] + np.float32(1e-3)
+    return dataclasses.replace(record, votes=record.votes + 1, bullet_vectors=vectors)
+
+
 def build_and_measure(backend: Backend, data: dict[str, Any], sample: np.ndarray, k: int) -> dict[str, Any]:
+    """A full sync (every paper), an unchanged sync, a sync of one changed paper, then latency."""
     records: list[PaperRecord] = data["records"]
     out: dict[str, Any] = {}
-    out["begin_s"] = timed(lambda: backend.begin_version("full", from_live=False))
-    out["upsert_all_s"] = timed(lambda: backend.upsert(records))
-    out["publish_s"] = timed(lambda: backend.publish("full"))
-    changed = records[len(records) // 2]
-    out["incremental_begin_copy_s"] = timed(lambda: backend.begin_version("incr"))
-    out["incremental_upsert_one_s"] = timed(lambda: backend.upsert([changed]))
-    out["incremental_publish_s"] = timed(lambda: backend.publish("incr"))
+    prints, full = sync_backend(backend, records, "full", None)
+    out["full_sync_s"] = full.seconds
+    out["begin_s"], out["upsert_all_s"], out["publish_s"] = (full.phases[p] for p in ("begin", "upsert", "publish"))
+    prints, same = sync_backend(backend, records, "same", prints)
+    out["unchanged_sync_s"] = same.seconds
+    middle = len(records) // 2
+    changed = [*records[:middle], changed_copy(records[middle]), *records[middle + 1 :]]
+    _, one = sync_backend(backend, changed, "incr", prints)
+    assert (one.full, one.upserted, one.kept) == (False, 1, len(records) - 1), one
+    out["incremental_sync_s"] = one.seconds
+    out["incremental_phases_s"] = one.phases
+    out["incremental_over_full"] = round(one.seconds / full.seconds, 4)
+    # the backend's own work (begin + upsert + delete + publish), without fingerprinting the records
+    out["full_backend_s"] = round(sum(full.phases.values()), 4)
+    out["incremental_backend_s"] = round(sum(one.phases.values()), 4)
+    out["incremental_over_full_backend"] = round(out["incremental_backend_s"] / out["full_backend_s"], 4)
+    writes = getattr(backend, "writes", None)
+    if writes is not None:  # Milvus: the rows that sync wrote
+        out["incremental_row_writes"] = dict(+writes)
+        out["changed_paper_bullets"] = len(records[middle].bullet_vectors)
+    # two rounds: the first right after the writes (Milvus may still be sealing and merging
+    # segments), the second is the one reported as "latency"
+    out["latency_first_round"] = query_legs(backend, data, sample, k)
     out["latency"] = query_legs(backend, data, sample, k)
     return out
+
+
+def fingerprint_time(records: list[PaperRecord]) -> float:
+    """Seconds to fingerprint every record (part of every sync)."""
+    return timed(lambda: [record_fingerprint(r) for r in records])
+
+
+def milvus_bullet_paths(backend: Any, data: dict[str, Any], sample: np.ndarray, k: int) -> dict[str, float]:
+    """p50 ms of the bullets leg three ways, interleaved query by query so load hits all alike:
+    the backend's search (version filter + live-row check), the same search without the check,
+    and a bare client search without the version filter."""
+    from retrieval.backends.base import augment
+
+    titles = data["titles"]
+    view = backend._view
+    collection = backend._name("bullets")
+    params = {"metric_type": "IP", "params": backend.search_params}
+
+    def query(i: int) -> list[float]:
+        return augment(titles[sample[i]], -1.0)[0].tolist()
+
+    paths: dict[str, Callable[[int], Any]] = {
+        "with_check": lambda i: backend.top_bullets(titles[sample[i]], k, hubness_weight=1.0),
+        "version_filter_only": lambda i: backend._search_in(
+            view, "bullets", "vector", query(i), k, Filters(), ["paper_id", "position"]
+        ),
+        "no_version_filter": lambda i: backend._client.search(
+            collection,
+            data=[query(i)],
+            limit=k,
+            anns_field="vector",
+            output_fields=["paper_id", "position"],
+            search_params=params,
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for fn in paths.values():
+        fn(0)
+    for i in range(len(sample)):
+        for name, fn in paths.items():
+            started = time.perf_counter()
+            fn(i)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
 def numpy_baseline(data: dict[str, Any], sample: np.ndarray, k: int) -> dict[str, float]:
@@ -237,6 +315,7 @@ def main() -> None:
         "prepare_s": round(time.perf_counter() - started, 2),
         "sparse_vs_bm25index": check_bm25(data, sample),
         "numpy_scan_bullets": numpy_baseline(data, sample, args.k),
+        "fingerprint_all_s": fingerprint_time(records),
     }
     print(json.dumps(report), flush=True)
     with tempfile.TemporaryDirectory(prefix="backends-bench-") as tmp:
@@ -260,6 +339,12 @@ def main() -> None:
             report["milvus"] = {"uri": uri, "batch_size": args.batch_size}
             report["milvus"]["connect_s"] = round(time.perf_counter() - connect_started, 3)
             report["milvus"].update(build_and_measure(milvus, data, sample, args.k))
+            report["milvus"]["rows_after"] = milvus.count()
+            report["milvus"]["meta_check"] = latency(lambda i: milvus._read_live(), args.queries)
+            report["milvus"]["bullets_p50_by_path"] = milvus_bullet_paths(milvus, data, sample, args.k)
+            lazy = MilvusBackend(uri, dim, prefix=milvus.prefix, batch_size=args.batch_size, recheck_s=1.0)
+            report["milvus"]["latency_recheck_1s"] = query_legs(lazy, data, sample, args.k)
+            lazy.close()
             if "flat" in embedded:
                 report["top10_overlap_milvus_vs_flat"] = overlap(embedded["flat"], milvus, data, sample)
             for name in milvus._client.list_collections():

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from retrieval.backends.sparse import SparseEncoder
 from retrieval.errors import BackendUnavailableError, IndexNotFoundError, UsageError, error_codes
 from retrieval.lexical import BM25Index
 from retrieval.models import Filters
+
+if TYPE_CHECKING:
+    from retrieval.backends.milvus import MilvusBackend
 
 DIM = 8
 WORDS = ["lora", "rank", "adapt", "diffus", "video", "token", "sparse", "attent", "저랭크", "미세", "조정", "확산"]
@@ -544,3 +548,229 @@ def test_embedded_versions_are_plain_files_and_a_damaged_one_is_refused(
         handle.write(b"xx")
     with pytest.raises(IndexCorruptError, match="titles.npy"):
         EmbeddedBackend(tmp_path / "s", DIM)
+
+
+# --------------------------------------------------------------------------- builds after builds
+def test_a_second_incremental_build_after_an_interrupted_incremental_one_is_correct(
+    opener: Opener, docs: list[Doc], encoders: Encoders
+) -> None:
+    builder = opener()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    rng = np.random.default_rng(21)
+    half_done = replace(docs[1], vectors=_unit(rng, 2), hubs=np.zeros(2, np.float32))
+    half_done.bullet_tokens = [["video"], ["lora"]]
+    builder.begin_version("v2")  # from the live version; marks what it replaces, never publishes
+    builder.upsert([record(half_done, encoders)])
+    builder.delete([docs[2].paper_id, docs[3].paper_id])
+    builder.close()
+    q = QUERIES[2]
+    fresh = opener()
+    assert_same(fresh.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    changed = replace(docs[5], votes=777)
+    fresh.begin_version("v2")
+    fresh.upsert([record(changed, encoders)])
+    fresh.delete([docs[6].paper_id])
+    fresh.publish("v2")
+    now = [changed if d is docs[5] else d for d in docs if d is not docs[6]]
+    for probe in (q, half_done.vectors[0], docs[2].vectors[0], docs[3].vectors[-1]):
+        assert_same(fresh.top_bullets(probe, 1000), expected_bullets(now, probe, 0, 1000, Filters()))
+        assert_same(fresh.top_papers(probe, 1000), expected_papers(now, probe, 0, 1000, Filters(), "centroid"))
+    assert [h.paper_id for h in fresh.top_papers(q, 3, Filters(min_votes=700))] == [changed.paper_id]
+    summary = fresh.top_sparse({t: 1.0 for t in range(64)}, 1000, field="summary")
+    assert {h.paper_id for h in summary} == {d.paper_id for d in now if d.summary_tokens}
+
+
+def test_upserting_a_paper_twice_in_one_build_keeps_the_last_and_a_delete_removes_a_new_one(
+    store: Backend, docs: list[Doc], encoders: Encoders
+) -> None:
+    rng = np.random.default_rng(8)
+    first = replace(docs[0], vectors=_unit(rng, 4), hubs=np.zeros(4, np.float32))
+    first.bullet_tokens = [["lora"]] * 4
+    second = replace(docs[0], vectors=_unit(rng, 1), hubs=np.zeros(1, np.float32), votes=999)
+    second.bullet_tokens = [["rank"]]
+    newcomer = replace(docs[1], paper_id="2405.00001")
+    store.begin_version("v2")
+    store.upsert([record(first, encoders), record(newcomer, encoders)])
+    store.upsert([record(second, encoders)])
+    store.delete([newcomer.paper_id])
+    store.publish("v2")
+    now = [second if d is docs[0] else d for d in docs]
+    for q in (*QUERIES, first.vectors[0], second.vectors[0]):
+        assert_same(store.top_bullets(q, 1000), expected_bullets(now, q, 0, 1000, Filters()))
+    assert {h.position for h in store.top_bullets(QUERIES[0], 1000) if h.paper_id == docs[0].paper_id} == {0}
+    assert newcomer.paper_id not in {h.paper_id for h in store.top_papers(QUERIES[0], 1000, field="title")}
+
+
+# --------------------------------------------------------------------------- Milvus: what a build writes
+@pytest.fixture
+def milvus_store(milvus_uri: str) -> Iterator[Callable[..., MilvusBackend]]:
+    """Opens MilvusBackend views of one fresh prefix (keyword arguments go to the constructor)."""
+    from retrieval.backends.milvus import MilvusBackend
+
+    prefix = "rows" + uuid.uuid4().hex[:8]
+    opened: list[MilvusBackend] = []
+
+    def open_store(**options: Any) -> MilvusBackend:
+        opened.append(MilvusBackend(milvus_uri, DIM, prefix=prefix, batch_size=5, **options))
+        return opened[-1]
+
+    yield open_store
+    for name in opened[0]._client.list_collections():
+        if name.startswith(prefix + "_"):
+            opened[0]._client.drop_collection(name)
+    for backend in opened:
+        backend.close()
+
+
+def test_milvus_an_incremental_build_of_one_changed_paper_writes_only_its_rows(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders
+) -> None:
+    backend = milvus_store()
+    build(backend, "v1", [record(d, encoders) for d in docs])
+    total = sum(len(d.vectors) for d in docs)
+    assert backend.count() == {"bullets": total, "papers": len(docs)}
+    old = docs[4]
+    rng = np.random.default_rng(13)
+    changed = replace(old, vectors=_unit(rng, len(old.vectors) + 2), hubs=np.zeros(len(old.vectors) + 2, np.float32))
+    changed.bullet_tokens = [["video"]] * len(changed.vectors)
+    backend.begin_version("v2")
+    assert +backend.writes == {}  # nothing copied, nothing to collect
+    backend.upsert([record(changed, encoders)])
+    assert +backend.writes == {
+        "bullets_inserted": len(changed.vectors),
+        "papers_inserted": 1,
+        "bullets_rewritten": len(old.vectors),  # the old rows, now died = 2
+        "papers_rewritten": 1,
+    }
+    backend.publish("v2")
+    # what Milvus holds: the new rows born in v2, the old ones replaced in v2, all of that paper
+    count = backend.count
+    assert count("born == 2") == {"bullets": len(changed.vectors), "papers": 1}
+    assert count("died == 2") == {"bullets": len(old.vectors), "papers": 1}
+    assert count(f'paper_id == "{old.paper_id}"') == {
+        "bullets": len(old.vectors) + len(changed.vectors),
+        "papers": 2,
+    }
+    assert count(f'born == 1 and died > 2 and paper_id != "{old.paper_id}"') == {
+        "bullets": total - len(old.vectors),
+        "papers": len(docs) - 1,
+    }
+    now = [changed if d is old else d for d in docs]
+    for q in (*QUERIES, changed.vectors[-1]):
+        assert_same(backend.top_bullets(q, 1000), expected_bullets(now, q, 0, 1000, Filters()))
+
+
+def test_milvus_old_versions_rows_are_collected(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders
+) -> None:
+    builder = milvus_store()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    reader = milvus_store()
+    total = sum(len(d.vectors) for d in docs)
+    count = builder.count
+    q = QUERIES[0]
+    v1 = expected_bullets(docs, q, 0, 1000, Filters())
+    changed = replace(docs[0], vectors=docs[0].vectors[:1], hubs=docs[0].hubs[:1])
+    changed.bullet_tokens = docs[0].bullet_tokens[:1]
+    v2_docs = [changed, *docs[1:]]
+    build(builder, "v2", [record(changed, encoders)], from_live=True)
+    # the replaced rows stay for a reader still on v1, which answers exactly from v1
+    assert count() == {"bullets": total + 1, "papers": len(docs) + 1}
+    assert_same(reader.top_bullets(q, 1000), v1)
+    on_v2 = milvus_store()
+    # a full rebuild: the next build collects v1's rows, keeps v2's (now the previous version)
+    build(builder, "v3", [record(d, encoders) for d in docs[:5]], from_live=False)
+    assert builder.writes["collected"] == len(docs[0].vectors) + 1
+    v2_rows = {"bullets": total - len(docs[0].vectors) + 1, "papers": len(docs)}
+    v3_rows = {"bullets": sum(len(d.vectors) for d in docs[:5]), "papers": 5}
+    assert count() == {k: v2_rows[k] + v3_rows[k] for k in v2_rows}
+    v3 = expected_bullets(docs[:5], q, 0, 1000, Filters())
+    assert_same(on_v2.top_bullets(q, 1000), expected_bullets(v2_docs, q, 0, 1000, Filters()))
+    assert_same(reader.top_bullets(q, 1000), v3)  # v1 is gone: that reader moved to the live version
+    builder.collect()
+    assert count() == v3_rows
+    assert_same(on_v2.top_bullets(q, 1000), v3)
+
+
+def test_milvus_without_keep_previous_publish_collects_at_once_and_readers_move_on(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders
+) -> None:
+    builder = milvus_store(keep_previous=False)
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    reader = milvus_store()
+    q = QUERIES[1]
+    assert_same(reader.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    build(builder, "v2", [record(d, encoders) for d in docs[3:]], from_live=False)
+    assert builder.count() == {
+        "bullets": sum(len(d.vectors) for d in docs[3:]),
+        "papers": len(docs) - 3,
+    }
+    assert_same(reader.top_bullets(q, 1000), expected_bullets(docs[3:], q, 0, 1000, Filters()))
+    assert reader._view is not None and reader._view.name == "v2"  # it moved for good, without a refresh
+
+
+def test_milvus_refuses_the_older_collection_per_version_layout(milvus_uri: str) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    from retrieval.backends.milvus import MilvusBackend
+    from retrieval.errors import IndexMismatchError
+
+    prefix = "old" + uuid.uuid4().hex[:8]
+    client = MilvusClient(milvus_uri)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("value", DataType.VARCHAR, max_length=256)
+    schema.add_field("dim", DataType.INT64)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
+    client.create_collection(f"{prefix}_meta", schema=schema)
+    try:
+        with pytest.raises(IndexMismatchError, match=f"{prefix}_meta holds another layout") as caught:
+            MilvusBackend(milvus_uri, DIM, prefix=prefix)
+        assert "\n" not in str(caught.value)
+    finally:
+        client = MilvusClient(milvus_uri)  # the refused backend closed the connection it shared
+        for name in client.list_collections():
+            if name.startswith(prefix + "_"):
+                client.drop_collection(name)
+
+
+def test_milvus_recheck_s_reads_the_live_row_less_often_and_learns_of_a_collection_late(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builder = milvus_store()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    exact, lazy = milvus_store(), milvus_store(recheck_s=3600.0)
+    reads = {id(exact): 0, id(lazy): 0}
+    for reader in (exact, lazy):
+        original = reader._read_live
+
+        def counted(original: Callable[[], object] = original, key: int = id(reader)) -> object:
+            reads[key] += 1
+            return original()
+
+        monkeypatch.setattr(reader, "_read_live", counted)
+    q = QUERIES[0]
+    for reader in (exact, lazy):
+        for _ in range(4):
+            assert_same(reader.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    assert reads == {id(exact): 4, id(lazy): 0}
+    build(builder, "v2", [record(d, encoders) for d in docs[4:]])
+    builder.begin_version("v3")  # collects v1, which both readers hold
+    now = expected_bullets(docs[4:], q, 0, 1000, Filters())
+    assert_same(exact.top_bullets(q, 1000), now)
+    assert lazy.top_bullets(q, 1000) == []  # v1's rows are gone and it has not looked yet
+    assert lazy.refresh() == "v2"
+    assert_same(lazy.top_bullets(q, 1000), now)
+
+
+def test_milvus_closing_one_backend_leaves_the_others_on_the_same_uri_working(
+    milvus_store: Callable[..., MilvusBackend], docs: list[Doc], encoders: Encoders
+) -> None:
+    builder = milvus_store()
+    build(builder, "v1", [record(d, encoders) for d in docs])
+    reader, other = milvus_store(), milvus_store()
+    other.close()
+    q = QUERIES[0]
+    assert_same(reader.top_bullets(q, 1000), expected_bullets(docs, q, 0, 1000, Filters()))
+    build(builder, "v2", [record(d, encoders) for d in docs[:3]])
+    assert reader.refresh() == "v2"
