@@ -44,16 +44,23 @@ def map_queries(vectors: np.ndarray, weights: np.ndarray, strength: float | np.n
 
 
 def english_corrections(
-    bullet_vectors: np.ndarray, offsets: np.ndarray, title_queries: np.ndarray, papers: np.ndarray
+    bullet_vectors: np.ndarray,
+    offsets: np.ndarray,
+    title_queries: np.ndarray,
+    papers: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The query map fitted on the (title, bullet centroid) pairs of `papers`, and the hub scores
     of every bullet and centroid against those papers' mapped titles.
 
     `title_queries` holds every paper's title embedded as a query; `papers` picks the pairs used
     (all papers when building; the other half in the title task, so no query sees its own title).
+    `weights`, when given, is a query map to keep instead of fitting one (an incremental build
+    keeps the previous map while the corpus has changed little: see indexer.py).
     """
     centroids = bullet_centroids(bullet_vectors, offsets)
-    weights = fit_query_map(title_queries[papers], centroids[papers])
+    if weights is None:
+        weights = fit_query_map(title_queries[papers], centroids[papers])
     pool = map_queries(title_queries[papers], weights)
     hub_bullets, hub_papers = paper_hub_scores(bullet_vectors, offsets, centroids, pool, papers)
     return weights, hub_bullets, hub_papers

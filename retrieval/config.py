@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     )
     milvus_token: SecretStr | None = Field(default=None, description="Milvus: user:password or an API key")
     milvus_prefix: str = Field(default="dailypapers", description="Milvus: collection name prefix of this index")
+    milvus_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Milvus: seconds a search waits (retries included) before a 503"
+    )
     watch_corpus: Path | None = Field(
         default=None, description="corpus folder `serve` watches: rebuild and hot-reload the index when digests change"
     )

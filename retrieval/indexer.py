@@ -26,6 +26,7 @@ from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
     FORMAT_VERSION,
+    QUERY_MAP_FILE,
     EmbeddingCache,
     IndexDirectory,
     Manifest,
@@ -243,8 +244,9 @@ def build_index(
             # FAISS and BLAS release the GIL: the query map and hub scores are computed while Kiwi
             # tokenises and BM25 indexes.
             hub_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubness")
+            kept_map, drift = _kept_query_map(directory, previous, embedder, keys, previous_keys, len(corpus.papers))
             hub_future = hub_worker.submit(
-                english_corrections, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers))
+                english_corrections, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers)), kept_map
             )
             hub_worker.shutdown(wait=False)
             bullet_terms = tokens_with_cache(tokenizer, bullet_texts, cache)
@@ -271,7 +273,7 @@ def build_index(
                 bullets=len(bullet_texts),
                 corpus_fingerprint=fingerprint,
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                build={"corpus": str(corpus_dir), "files": len(corpus.files)},
+                build={"corpus": str(corpus_dir), "files": len(corpus.files), QUERY_MAP_DRIFT: drift},
             )
             name = directory.new_version_name()
             synced = None
@@ -313,6 +315,40 @@ def build_index(
             version=final.name,
             backend=synced.report if synced is not None else None,
         )
+
+
+# The query map (and with it every hubness offset) is refitted once the papers changed since its
+# fit exceed this share of the corpus (or `QUERY_MAP_MIN_DRIFT` papers, whichever is more); until
+# then an incremental build keeps it, so unchanged papers keep their records and an external
+# backend re-writes only what changed. A day's digest is ~0.3 % of the corpus.
+QUERY_MAP_MAX_DRIFT = 0.05
+QUERY_MAP_MIN_DRIFT = 25
+QUERY_MAP_DRIFT = "query_map_drift"  # manifest.build: papers changed since the map was fitted
+
+
+def _kept_query_map(
+    directory: IndexDirectory,
+    previous: Manifest | None,
+    embedder: Embedder,
+    keys: set[tuple[str, str]],
+    previous_keys: set[tuple[str, str]],
+    papers: int,
+) -> tuple[np.ndarray | None, int]:
+    """The live version's query map to keep (None: fit a new one) and the drift to record."""
+    if previous is None or previous.model != embedder.name:
+        return None, 0
+    changed = len({arxiv_id for arxiv_id, _ in keys ^ previous_keys})
+    drift = int(previous.build.get(QUERY_MAP_DRIFT, 0)) + changed
+    if drift > max(QUERY_MAP_MAX_DRIFT * papers, QUERY_MAP_MIN_DRIFT):
+        return None, 0
+    version = directory.current_version()
+    try:
+        kept = np.load(version / QUERY_MAP_FILE, allow_pickle=False) if version is not None else None
+    except (OSError, ValueError):
+        return None, 0
+    if kept is None or kept.shape != (embedder.dim, embedder.dim):
+        return None, 0
+    return kept.astype(np.float32), drift
 
 
 def _previous_sparse(directory: IndexDirectory) -> SparseDocuments | None:

@@ -98,7 +98,9 @@ def uri_of(milvus: LiteServer | str) -> str:
 
 
 def settings_for(milvus: LiteServer | str, index: Path, prefix: str) -> Settings:
-    return Settings(index_dir=index, backend="milvus", milvus_uri=uri_of(milvus), milvus_prefix=prefix)
+    return Settings(
+        index_dir=index, backend="milvus", milvus_uri=uri_of(milvus), milvus_prefix=prefix, milvus_timeout=3.0
+    )
 
 
 def build(corpus: Path, settings: Settings, tokenizer: KoreanEnglishTokenizer) -> dict[str, object]:
@@ -154,11 +156,10 @@ def test_build_syncs_milvus_and_the_searcher_answers_like_the_embedded_backend(
     compare()
     # An incremental build: one bullet edited. Only that paper's record changes (its BM25 rows
     # keep the frozen average length), so only it is upserted.
-    digest = sorted(corpus.glob("*.md"))[0]
+    digest = next(p for p in sorted(corpus.rglob("*.md")) if "2106.09685" in p.read_text(encoding="utf-8"))
     text = digest.read_text(encoding="utf-8")
-    marker = "- "
-    at = text.index(marker, text.index("2106.09685"))
-    digest.write_text(text[: at + 2] + "수정된 요약 문장: " + text[at + 2 :], encoding="utf-8")
+    at = text.index("\n- ", text.index("2106.09685")) + 3
+    digest.write_text(text[:at] + "수정된 요약 문장: " + text[at:], encoding="utf-8")
     second = build(corpus, settings, tokenizer)
     assert second["full"] is False
     assert second["upserted"] == 1 and second["deleted"] == 0
@@ -193,7 +194,9 @@ def test_the_service_answers_503_while_milvus_is_away_and_recovers_without_a_res
         assert client.get("/readyz").json()["backend"] == f"milvus {milvus.uri}"
         milvus.stop()
         try:
+            started = time.monotonic()
             down = client.get("/search", params={"q": "attention"})
+            assert time.monotonic() - started < 30  # milvus_timeout bounds the wait, retries included
             assert down.status_code == 503 and milvus.uri in down.json()["detail"]
             ready = client.get("/readyz")
             assert ready.status_code == 503 and milvus.uri in ready.json()["detail"]

@@ -36,7 +36,9 @@ def connect_backend(settings: Settings, dim: int) -> Backend | None:
     from retrieval.backends.milvus import MilvusBackend
 
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
-    return MilvusBackend(settings.milvus_uri, dim, prefix=settings.milvus_prefix, token=token)
+    return MilvusBackend(
+        settings.milvus_uri, dim, prefix=settings.milvus_prefix, token=token, search_timeout=settings.milvus_timeout
+    )
 
 
 def check_serves(backend: Backend, index_version: str) -> None:

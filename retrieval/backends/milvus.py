@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
 import time
@@ -177,6 +178,7 @@ class MilvusBackend(Backend):
         token: str = "",
         timeout: float = 5.0,
         call_timeout: float = 120.0,
+        search_timeout: float | None = None,
         batch_size: int = 1000,
         index_type: DenseIndex = "FLAT",
         index_params: dict[str, Any] | None = None,
@@ -190,7 +192,11 @@ class MilvusBackend(Backend):
         self.dim = int(dim)
         self.prefix = prefix
         self.timeout = float(timeout)  # connecting
-        self.call_timeout = float(call_timeout)  # each request, retries included
+        # Whole seconds: pymilvus's retry loop honours `timeout` only when it is an int (a float
+        # leaves it retrying an unreachable server 75 times, about 3.5 minutes).
+        self.call_timeout = max(1, math.ceil(call_timeout))  # each request, retries included
+        # searches and the live-version reads they make: a service answers 503 after this long
+        self.search_timeout = max(1, math.ceil(search_timeout)) if search_timeout is not None else self.call_timeout
         self.batch_size = int(batch_size)
         self.index_type = index_type
         self.index_params = index_params or ({"nlist": 128} if index_type == "IVF_FLAT" else {})
@@ -439,7 +445,7 @@ class MilvusBackend(Backend):
             filter=f"key == {_string(LIVE_KEY)}",
             output_fields=["value", "number", "base", "previous", "previous_base", "dim"],
             consistency_level="Strong",
-            timeout=self.call_timeout,
+            timeout=self.search_timeout,
         )
         if not rows:
             return None
@@ -620,7 +626,13 @@ class MilvusBackend(Backend):
         }
         if k <= MAX_TOPK:
             result = self._call(
-                "search", self._client.search, collection, data=[data], limit=k, **arguments, timeout=self.call_timeout
+                "search",
+                self._client.search,
+                collection,
+                data=[data],
+                limit=k,
+                **arguments,
+                timeout=self.search_timeout,
             )
             return [{"score": hit["distance"], **hit["entity"]} for hit in result[0]]
         iterator = self._call(
@@ -630,7 +642,7 @@ class MilvusBackend(Backend):
             data=[data],
             batch_size=min(MAX_TOPK, 4096),
             limit=k,
-            timeout=self.call_timeout,
+            timeout=self.search_timeout,
             **arguments,
         )
         hits: list[dict[str, Any]] = []
@@ -724,10 +736,14 @@ def _reason(exc: Exception) -> str:
 def _quiet_pymilvus() -> Iterator[None]:
     """Silence pymilvus's own log lines (a failed connection at ERROR before it raises, which the
     caller reports in one line; Milvus Lite's missing MVCC timestamp at WARNING)."""
-    logger = logging.getLogger("pymilvus")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    # pymilvus.milvus_client has its own stderr handler and does not propagate: quiet each one.
+    names = ["pymilvus", *(n for n in logging.Logger.manager.loggerDict if n.startswith("pymilvus."))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
