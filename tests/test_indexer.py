@@ -287,3 +287,36 @@ def test_embed_with_cache_dedupes_batches_and_keeps_input_order(tmp_path: Path) 
         assert empty.shape == (0, 32) and (embedded, reused) == (0, 0)
     finally:
         cache.close()
+
+
+def test_a_small_change_keeps_the_query_map_and_a_large_drift_refits_it(
+    built: tuple[Path, CountingEmbedder],
+    corpus: Path,
+    tokenizer: KoreanEnglishTokenizer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unchanged papers keep their hubness offsets (and so their backend records) while few
+    papers changed since the query map was fitted; past the drift limit the map is refitted."""
+    import retrieval.indexer as indexer
+
+    index, embedder = built
+    before = load_index(index)
+    digest = corpus / "2023/12/01.md"
+    text = digest.read_text(encoding="utf-8")
+    old_bullet = load_corpus(corpus).papers[0].bullets[1].text
+    digest.write_text(text.replace(f"- {old_bullet}\n", f"- {old_bullet} 변경\n"), encoding="utf-8")
+    build_index(corpus, index, embedder, tokenizer=tokenizer)
+    kept = load_index(index)
+    assert np.array_equal(kept.query_map, before.query_map)
+    assert kept.manifest.build[indexer.QUERY_MAP_DRIFT] == 1
+    owner = np.repeat(np.arange(len(kept.papers)), [len(p.bullets) for p in kept.papers])
+    others = owner != 0
+    assert np.allclose(kept.hub_bullets[others], before.hub_bullets[others])  # the edited paper's own may move
+
+    monkeypatch.setattr(indexer, "QUERY_MAP_MIN_DRIFT", 0)
+    monkeypatch.setattr(indexer, "QUERY_MAP_MAX_DRIFT", 0.0)
+    digest.write_text(digest.read_text(encoding="utf-8").replace(" 변경\n", " 다시 변경\n"), encoding="utf-8")
+    build_index(corpus, index, embedder, tokenizer=tokenizer)
+    refitted = load_index(index)
+    assert refitted.manifest.build[indexer.QUERY_MAP_DRIFT] == 0
+    assert not np.array_equal(refitted.query_map, before.query_map)
