@@ -136,6 +136,18 @@ class QueryJudge:
         share = float(self._weights[self._presence[:, paper]].sum()) / total if total > 0 else 0.0
         return Signals(cosine=cosine, term_share=share, latin=self._latin)
 
+    def signal_rows(self, papers: np.ndarray) -> np.ndarray:
+        """(len(papers), 3) rows of (cosine, term_share, latin): `signals` of many papers at once."""
+        out = np.zeros((len(papers), 3))
+        total = float(self._weights.sum())
+        for row, paper in enumerate(papers):
+            start, end = int(self._offsets[paper]), int(self._offsets[paper + 1])
+            out[row, 0] = float((self._bullets[start:end] @ self._vector).max()) if end > start else 0.0
+        if total > 0:
+            out[:, 1] = (self._weights @ self._presence[:, papers]) / total
+        out[:, 2] = self._latin
+        return out
+
     def relevance_of_all(self) -> np.ndarray:
         """Every paper's relevance at once (the same model as `judge`, vectorised)."""
         papers = len(self._offsets) - 1

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from retrieval import training
 from retrieval.search import Searcher, SearchSettings
 
 
@@ -47,6 +48,13 @@ def test_fit_learns_which_leg_finds_the_answer_for_each_language() -> None:
     assert named["max"] + named["max*e"] > 5 * abs(named["lex_paper"] + named["lex_paper*e"])  # English: dense
     hand = fitter.settings_coef(fitter.HAND_TUNED)
     assert fitter.summary(fitter.ranks(korean, coef))[2] > fitter.summary(fitter.ranks(korean, hand))[2]
+
+
+def test_the_script_fits_with_the_package() -> None:
+    """One definition of the features and the fit: the build's (retrieval/training.py)."""
+    fitter = load_fitter()
+    assert fitter.fit_fusion is training.fit_fusion and fitter.collect is training.collect
+    assert fitter.base_design is training.design and fitter.HAND_TUNED is training.HAND_TUNED
 
 
 def test_settings_and_coefficients_map_both_ways() -> None:
