@@ -63,7 +63,9 @@ def cmd_build_index(args: argparse.Namespace) -> int:
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
 
-    settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size")
+    settings = settings_from(
+        args, index_dir="index", model="model", batch_size="batch_size", tuning_queries="tuning_queries"
+    )
     embedder = load_embedder(settings.model, batch_size=settings.batch_size)
     report = build_index(
         args.corpus,
@@ -71,6 +73,7 @@ def cmd_build_index(args: argparse.Namespace) -> int:
         embedder,
         show_progress=sys.stderr.isatty() and not args.json,
         batch_size=settings.batch_size,
+        learning=settings.learn_options(),
     )
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
@@ -85,6 +88,9 @@ def cmd_build_index(args: argparse.Namespace) -> int:
         f"embedded {report.embedded}, reused {report.reused}, removed {report.removed} "
         f"in {report.seconds:.1f}s [{report.model}]"
     )
+    learned = report.learned
+    note = f"; {learned['note']}" if learned.get("note") else ""
+    print(f"learned models: {learned['action']} ({learned['reason']}) in {learned['seconds']:.1f}s{note}")
     return 0
 
 
@@ -164,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--batch-size", type=int, help="texts per embedding call (default: $RETRIEVAL_BATCH_SIZE, else 256)"
+    )
+    build.add_argument(
+        "--tuning-queries",
+        type=Path,
+        metavar="FILE",
+        help="JSON lines {q, ids, lang}: reader-style queries the learned fusion weights and relevance calibration "
+        "are fitted on, with a sample of the titles (default: $RETRIEVAL_TUNING_QUERIES, else none: code defaults)",
     )
     build.add_argument("--json", action="store_true", help="print one JSON summary on stdout (default: a line of text)")
     build.set_defaults(func=cmd_build_index, command_parser=build)

@@ -4,7 +4,7 @@ Layout of an index directory::
 
     <index>/CURRENT                 name of the live version (replaced atomically)
     <index>/versions/<version>/     manifest.json, bullets.faiss, titles.faiss, papers.json,
-                                    bm25_bullets/, bm25_titles/
+                                    bm25_bullets/, bm25_titles/, learned.json (retrieval/learned.py)
     <index>/cache.sqlite            embedding and token cache keyed by (model, text hash)
     <index>/build.lock              held by the one build allowed at a time
 
@@ -25,7 +25,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, UsageError
+from retrieval.learned import LEARNED_FILE, LearnedModels
 
 FORMAT_VERSION = 4
 CURRENT_FILE = "CURRENT"
@@ -109,6 +110,7 @@ class IndexData:
     hub_bullets: np.ndarray  # hubness of each bullet vector (retrieval/hubness.py)
     hub_papers: np.ndarray  # hubness of each paper's bullet centroid
     query_map: np.ndarray  # (dim, dim) map of English queries towards the bullets (retrieval/alignment.py)
+    learned: LearnedModels | None = None  # fusion weights and calibration (None: built before learned.json)
 
     def released(self) -> IndexData:
         """A copy that keeps only the manifest and path: what a closed searcher still tells about itself."""
@@ -307,8 +309,10 @@ def write_version(
     hub_bullets: np.ndarray,
     hub_papers: np.ndarray,
     query_map: np.ndarray,
+    before_manifest: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write all files of a version into `target` (a fresh temporary directory)."""
+    """Write all files of a version into `target` (a fresh temporary directory); `before_manifest`
+    may add files (the learned models, fitted on the written version) before they are listed."""
     dim = manifest.dim
     faiss.write_index(_flat_index(bullet_vectors, dim), str(target / BULLETS_FAISS))
     faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
@@ -320,6 +324,8 @@ def write_version(
     pause_point("write")
     for name, writer in bm25_writers.items():
         writer(target / name)
+    if before_manifest is not None:
+        before_manifest(target)
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
         rel = path.relative_to(target).as_posix()
@@ -417,6 +423,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_bullets = np.load(version / HUB_BULLETS_FILE, allow_pickle=False)
         hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
         query_map = np.load(version / QUERY_MAP_FILE, allow_pickle=False)
+        learned_text = (version / LEARNED_FILE).read_text(encoding="utf-8") if LEARNED_FILE in manifest.files else None
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
@@ -438,6 +445,12 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"{HUB_PAPERS_FILE} {hub_papers.shape}, {QUERY_MAP_FILE} {query_map.shape}, for "
             f"{bullet_count} bullets of {len(papers)} papers of dim {dim}); rebuild the index"
         )
+    try:
+        learned = LearnedModels.from_json(learned_text) if learned_text is not None else None
+    except ValueError as exc:
+        raise IndexCorruptError(
+            f"{version / LEARNED_FILE} is damaged ({exc}); rebuild the index with `retrieval build-index`"
+        ) from exc
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
     return IndexData(
         manifest,
@@ -449,6 +462,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_bullets.astype(np.float32),
         hub_papers.astype(np.float32),
         query_map.astype(np.float32),
+        learned,
     )
 
 

@@ -153,7 +153,13 @@ def first_build_if_missing(settings: Settings) -> None:
     if IndexDirectory(settings.index_dir).exists():
         return
     print(f"no index at {settings.index_dir} yet: building it from {settings.watch_corpus} first", flush=True)
-    build = make_builder(settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size)
+    build = make_builder(
+        settings.watch_corpus,
+        settings.index_dir,
+        settings.model,
+        settings.batch_size,
+        learning=settings.learn_options(),
+    )
     build()
 
 
