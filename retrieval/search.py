@@ -31,7 +31,7 @@ from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.names import NameIndex
-from retrieval.relevance import QueryJudge, calibration_for
+from retrieval.relevance import Calibration, QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
@@ -153,6 +153,7 @@ class Searcher:
         tokenizer: KoreanEnglishTokenizer | None = None,
         settings: SearchSettings | None = None,
         term_map: TermMap | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         if embedder.dim != index.manifest.dim:
             raise IndexMismatchError(
@@ -185,7 +186,7 @@ class Searcher:
         self._hub_papers = index.hub_papers
         self.term_map = term_map if term_map is not None else TermMap.from_papers(self.papers)
         self._warnings = self._summary_warnings()
-        self.relevance_calibration = calibration_for(index.manifest.model)
+        self.relevance_calibration = calibration or calibration_for(index.manifest.model)
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-leg")

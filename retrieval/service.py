@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.embedding import load_embedder
+from retrieval.embedding import Embedder, load_embedder
+from retrieval.learned import calibration_of, describe, search_settings
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings
-from retrieval.store import load_index
+from retrieval.store import IndexData, load_index
 
 
 def open_searcher(
@@ -21,5 +22,24 @@ def open_searcher(
     `model`, when given, must equal the index's model (else `IndexMismatchError`).
     """
     index = load_index(index_dir, expected_model=model)
-    embedder = load_embedder(index.manifest.model)
-    return Searcher(index, embedder, tokenizer=tokenizer, settings=settings)
+    return searcher_for(index, load_embedder(index.manifest.model), tokenizer=tokenizer, settings=settings)
+
+
+def searcher_for(
+    index: IndexData,
+    embedder: Embedder,
+    tokenizer: KoreanEnglishTokenizer | None = None,
+    settings: SearchSettings | None = None,
+) -> Searcher:
+    """A searcher with the index's learned fusion weights and relevance calibration (retrieval/learned.py).
+
+    Weights `settings` sets away from the code defaults win over the learned ones.
+    """
+    describe(index.learned, index.path)
+    return Searcher(
+        index,
+        embedder,
+        tokenizer=tokenizer,
+        settings=search_settings(index.learned, settings),
+        calibration=calibration_of(index.learned, index.manifest.model),
+    )

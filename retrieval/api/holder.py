@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 from retrieval.config import Settings
 from retrieval.embedding import load_embedder
 from retrieval.errors import RetrievalError
+from retrieval.learned import without_learned
 from retrieval.search import Searcher, SearchSettings
-from retrieval.service import open_searcher
+from retrieval.service import open_searcher, searcher_for
 from retrieval.store import IndexDirectory, load_index
 
 log = logging.getLogger("retrieval.api")
@@ -160,15 +161,17 @@ class SearcherHolder:
             _close(slot)
 
     def _open(self, previous: Searcher | None) -> Searcher:
-        """Load the index and warm it up; keep the previous searcher's settings, tokenizer and (same model) embedder."""
+        """Load the index and warm it up; keep the previous searcher's settings (less its index's learned
+        weights: the new index brings its own), tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            searcher = Searcher(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+            searcher = searcher_for(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
         else:
             embedder = previous.embedder
             if embedder.name != index.manifest.model:
                 embedder = load_embedder(index.manifest.model)
-            searcher = Searcher(index, embedder, tokenizer=previous.tokenizer, settings=previous.settings)
+            settings = without_learned(previous.settings, previous.index.learned)
+            searcher = searcher_for(index, embedder, tokenizer=previous.tokenizer, settings=settings)
         try:
             warm_up(searcher)
         except BaseException:
