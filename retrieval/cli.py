@@ -86,12 +86,17 @@ def cmd_build_index(args: argparse.Namespace) -> int:
     print(
         f"index {report.index} ({state}): {report.files} files, {report.papers} papers, {report.bullets} bullets; "
         f"embedded {report.embedded}, reused {report.reused}, removed {report.removed} "
-        f"in {report.seconds:.1f}s [{report.model}]"
+        f"in {report.seconds:.1f}s [{report.model}]; {learned_summary(report.learned)}"
     )
-    learned = report.learned
-    note = f"; {learned['note']}" if learned.get("note") else ""
-    print(f"learned models: {learned['action']} ({learned['reason']}) in {learned['seconds']:.1f}s{note}")
     return 0
+
+
+def learned_summary(learned: dict[str, Any]) -> str:
+    """The build's learned-models outcome in a few words (retrieval/learning.py)."""
+    if learned.get("action") == "defaults":
+        return f"learned models: none, code defaults ({learned.get('note') or learned.get('reason')})"
+    took = f" in {learned['seconds']:.1f}s" if learned.get("action") == "fitted" else ""
+    return f"learned models: {learned.get('action')} ({learned.get('reason')}){took}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
