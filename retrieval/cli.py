@@ -273,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="known-item task: longest title head (words before the colon) taken as a name (default: 5)",
     )
+    evaluate.add_argument(
+        "--title-fold",
+        type=int,
+        choices=[0, 1],
+        help="title task: only this half of the titles (the learned models train on fold 0; default: both)",
+    )
     evaluate.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="ranking to measure (default: hybrid)")
     evaluate.add_argument("--all-modes", action="store_true", help="measure every mode (default: only --mode)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
