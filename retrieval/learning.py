@@ -145,15 +145,15 @@ class LearningStep:
             return fit_learned(None, title_queries, self.options, self.inputs)
         hub_bullets, hub_papers, query_map = corrections
         data = IndexData(
-            manifest,
-            papers,
-            _flat(bullet_vectors, manifest.dim),
-            _flat(title_vectors, manifest.dim),
-            {p.name: p for p in target.iterdir() if p.is_dir() and p.name.startswith("bm25_")},
-            target,
-            hub_bullets,
-            hub_papers,
-            query_map,
+            manifest=manifest,
+            papers=papers,
+            bullet_vectors=_flat(bullet_vectors, manifest.dim),
+            title_vectors=_flat(title_vectors, manifest.dim),
+            bm25_dirs={p.name: p for p in target.iterdir() if p.is_dir() and p.name.startswith("bm25_")},
+            path=target,
+            hub_bullets=hub_bullets,
+            hub_papers=hub_papers,
+            query_map=query_map,
         )
         searcher = Searcher(data, self.embedder, tokenizer=self.tokenizer)
         try:

@@ -452,6 +452,18 @@ class Searcher:
             while len(self._query_cache) > self.settings.query_cache_size:
                 self._query_cache.popitem(last=False)
 
+    @_open_only
+    def dense_legs(
+        self, qvec: np.ndarray, english: float, fields: Sequence[Field_] = ALL_FIELDS, depth: int | None = None
+    ) -> list[Leg]:
+        """The dense legs of a query vector with this Latin share (what `search` fuses)."""
+        return self._dense_scores(qvec, english, tuple(fields), depth or self.settings.candidate_depth).legs
+
+    @_open_only
+    def lexical_legs(self, terms: list[str], english: float, fields: Sequence[Field_] = ALL_FIELDS) -> list[Leg]:
+        """The lexical legs of these query terms (`query_terms`) with this Latin share."""
+        return self._lexical_scores(terms, english, tuple(fields))[0]
+
     def _dense_scores(self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int) -> DenseLegs:
         """Dense legs per paper: best bullet among the top `depth` bullets, bullet centroid, title.
         `english` (0-1) scales the query map and the hubness correction."""

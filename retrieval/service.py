@@ -22,14 +22,14 @@ def open_searcher(
     `model`, when given, must equal the index's model (else `IndexMismatchError`).
     """
     index = load_index(index_dir, expected_model=model)
-    return searcher_for(index, load_embedder(index.manifest.model), tokenizer=tokenizer, settings=settings)
+    return searcher_for(index, load_embedder(index.manifest.model), settings, tokenizer)
 
 
 def searcher_for(
     index: IndexData,
     embedder: Embedder,
-    tokenizer: KoreanEnglishTokenizer | None = None,
     settings: SearchSettings | None = None,
+    tokenizer: KoreanEnglishTokenizer | None = None,
 ) -> Searcher:
     """A searcher with the index's learned fusion weights and relevance calibration (retrieval/learned.py).
 

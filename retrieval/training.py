@@ -87,8 +87,8 @@ TrainingQuery = tuple[str, set[int], str]  # text, indexes of its right papers, 
 def leg_z(searcher: Searcher, text: str, qvec: np.ndarray, fields: tuple[Field_, ...]) -> np.ndarray:
     """(papers, legs) standardised leg scores as `Searcher._fuse` sees them (0 for legs not searched)."""
     english = latin_share(text)
-    dense = searcher._dense_scores(qvec, english, fields, searcher.settings.candidate_depth).legs
-    lexical, _ = searcher._lexical_scores(searcher.query_terms(text), english, fields)
+    dense = searcher.dense_legs(qvec, english, fields)
+    lexical = searcher.lexical_legs(searcher.query_terms(text), english, fields)
     out = np.zeros((len(searcher.papers), len(LEGS)), dtype=np.float32)
     for leg in dense + lexical:
         if np.isfinite(leg.scores).any():

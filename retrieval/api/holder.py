@@ -165,13 +165,13 @@ class SearcherHolder:
         weights: the new index brings its own), tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
-            searcher = searcher_for(index, load_embedder(index.manifest.model), settings=search_settings(self.settings))
+            searcher = searcher_for(index, load_embedder(index.manifest.model), search_settings(self.settings))
         else:
             embedder = previous.embedder
             if embedder.name != index.manifest.model:
                 embedder = load_embedder(index.manifest.model)
             settings = without_learned(previous.settings, previous.index.learned)
-            searcher = searcher_for(index, embedder, tokenizer=previous.tokenizer, settings=settings)
+            searcher = searcher_for(index, embedder, settings, previous.tokenizer)
         try:
             warm_up(searcher)
         except BaseException:
