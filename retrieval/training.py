@@ -363,17 +363,18 @@ def fit_learned(
     coef = fit_fusion(list(blocks.values()))
     if coef[0] <= 1e-6:  # the weights are scaled by the best-bullet one
         note = "the best-bullet leg got no positive weight: fusion not kept"
-        return LearnedModels(
-            None, _calibration(blocks, settings_coef(HAND_TUNED)), _stamp(fitted_on, started), note=note
-        )
-    return LearnedModels(coef_weights(coef), _calibration(blocks, coef), _stamp(fitted_on, started))
+        calibration = calibration_of_blocks(blocks, settings_coef(HAND_TUNED))
+        return LearnedModels(None, calibration, _stamp(fitted_on, started), note=note)
+    return LearnedModels(coef_weights(coef), calibration_of_blocks(blocks, coef), _stamp(fitted_on, started))
 
 
 def _stamp(fitted_on: dict[str, Any], started: float) -> dict[str, Any]:
     return {**fitted_on, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": _since(started)}
 
 
-def _calibration(blocks: dict[str, Block], coef: np.ndarray) -> Calibration:
+def calibration_of_blocks(blocks: dict[str, Block], coef: np.ndarray) -> Calibration:
+    """The calibration fitted on each block's top 10 under `coef` (every block a source; the
+    threshold from the "tuning" block's right answers)."""
     parts = {name: top_hits(block, coef) for name, block in blocks.items()}
     signals = np.concatenate([p[0] for p in parts.values()])
     positive = np.concatenate([p[1] for p in parts.values()])
