@@ -63,9 +63,19 @@ class LearningStep:
         tokenizer: KoreanEnglishTokenizer,
         changed: int,
     ) -> LearningStep:
-        """`changed`: papers this build adds, removes or changes."""
+        """`changed`: papers this build adds, removes or changes. Without a tuning file in
+        `options`, the one the live models were fitted on is used while it exists (an index keeps
+        its tuning queries as it keeps its model: `watch` and a plain rebuild do not drop them)."""
         from retrieval.training import FEATURES_ID
 
+        try:
+            version = directory.current_version()
+        except IndexCorruptError:
+            version = None
+        previous = read_learned(version) if version is not None and version.is_dir() else None
+        kept = str(previous.fitted_on.get("tuning_queries_path") or "") if previous is not None else ""
+        if options.tuning_queries is None and kept and Path(kept).is_file():
+            options = replace(options, tuning_queries=Path(kept))
         tuning, sha = read_tuning(options.tuning_queries)
         inputs = {
             "features": FEATURES_ID,
@@ -76,11 +86,6 @@ class LearningStep:
             "seed": options.seed,
             "min_queries": options.min_queries,
         }
-        try:
-            version = directory.current_version()
-        except IndexCorruptError:
-            version = None
-        previous = read_learned(version) if version is not None and version.is_dir() else None
         reason = "first build" if version is None else refit_reason(previous, inputs, changed, options.refit_percent)
         return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning)
 
@@ -143,6 +148,8 @@ class LearningStep:
 
         if not self.tuning:  # nothing to fit on: no need for a searcher
             return fit_learned(None, title_queries, self.options, self.inputs)
+        assert self.options.tuning_queries is not None
+        where = {"tuning_queries_path": str(self.options.tuning_queries.resolve())}
         hub_bullets, hub_papers, query_map = corrections
         data = IndexData(
             manifest=manifest,
@@ -158,9 +165,10 @@ class LearningStep:
         searcher = Searcher(data, self.embedder, tokenizer=self.tokenizer)
         try:
             assert self.tuning_vectors is not None
-            return fit_learned(
+            models = fit_learned(
                 searcher, title_queries, self.options, self.inputs, self.tuning, list(self.tuning_vectors)
             )
+            return replace(models, fitted_on={**models.fitted_on, **where})
         finally:
             searcher.close()
 

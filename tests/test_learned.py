@@ -178,6 +178,24 @@ def test_changed_tuning_queries_refit_even_on_an_unchanged_corpus(
     assert stored is not None and stored.fitted_on["tuning_queries"] == len(TUNING) + 1
 
 
+def test_an_index_keeps_its_tuning_file_when_a_build_names_none(
+    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
+) -> None:
+    """Like its model: `watch` or a plain rebuild must not drop the learned models."""
+    index = tmp_path / "index"
+    build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(tuning_file))
+    stored = load_index(index).learned
+    assert stored is not None and stored.fitted_on["tuning_queries_path"] == str(tuning_file.resolve())
+    (corpus / "2024/11/05.md").unlink()  # 4 of 12 papers: refit
+    report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(None))
+    assert report.learned["action"] == "fitted"
+    refitted = load_index(index).learned
+    assert refitted is not None and refitted.fitted and refitted.fitted_on["tuning_queries"] == len(TUNING)
+    tuning_file.unlink()  # gone: the next build has nothing to fit on
+    report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(None))
+    assert report.learned["action"] == "defaults" and report.learned["reason"] == "the training inputs changed"
+
+
 def test_without_tuning_queries_or_data_the_code_defaults_stay(
     corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
 ) -> None:
