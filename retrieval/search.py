@@ -51,8 +51,9 @@ class SearchSettings:
     """
 
     # Learned fusion (EVALUATION.md): a logistic regression over the legs' z-scores on the title
-    # task's fold 0 and the dev queries; refit with `python benchmarks/learned_fusion.py --index
-    # DIR --features FILE.npz --c 1` (it prints these values). The bullet legs' weights are for an
+    # task's fold 0 and the dev queries. These are the fallback: an index built with
+    # `--tuning-queries` stores its own fit (retrieval/learned.py), which the service uses instead
+    # (`benchmarks/learned_fusion.py` prints a fit as these fields). The bullet legs' weights are for an
     # all-Korean query, the `_english` ones for an all-English one, in between by the query's
     # Latin share. Ranking depends only on their ratios. Hand-tuned before: 1.0, 0.8, 0.3, 1.2,
     # 0.6 (English), 0.3, with the dense weights the same for every language.
