@@ -14,7 +14,9 @@ benchmarks/queries/test.jsonl is never read.
 Rows are the top 10 hits of every query with their relevance signals; a row is positive when it
 is a right answer. Positives and negatives weigh the same in total, and within each class every
 source (dev, title sample, off-topic) weighs the same. The model is an L2-regularised logistic
-regression on standardised signals (Newton's method, numpy only), printed back on the raw scale.
+regression on standardised signals (Newton's method, numpy only), printed back on the raw scale:
+`training.fit_calibration`, the fit `build-index --tuning-queries` runs, which needs no off-topic
+queries (EVALUATION.md); this script keeps them to measure how the weak flag treats them.
 
 The threshold is the largest on a 0.05 grid that flags at most 5 % of the dev right answers found
 in the top 10. The table shows, per threshold, the share of right answers flagged (dev; a second,
@@ -43,11 +45,10 @@ from retrieval.evaluation import CUTOFF, load_query_file, title_fold, warm_query
 from retrieval.relevance import Calibration  # noqa: E402
 from retrieval.search import Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
+from retrieval.training import GRID, choose_threshold, fit_calibration  # noqa: E402
 
 QUERIES = Path(__file__).resolve().parent / "queries"
 SIGNALS = ("cosine", "term_share", "latin")
-MAX_FLAGGED = 0.05
-GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
 TITLE_SAMPLE = 18  # one paper in 18 to fit (~300), another one in 18 to check
 
 
@@ -158,46 +159,12 @@ def collect(searcher: Searcher, index: Path) -> list[Row]:
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float = 1.0) -> tuple[float, np.ndarray]:
-    """Weighted logistic regression by Newton's method; `l2` penalises the standardised coefficients
-    (not the intercept). Returns (intercept, coefficients) on the raw scale of `x`."""
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-12
-    design = np.hstack([np.ones((len(x), 1)), (x - mean) / std])
-    beta = np.zeros(design.shape[1])
-    penalty = np.full(design.shape[1], l2)
-    penalty[0] = 0.0
-    weights = weights / weights.sum()
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
-        gradient = design.T @ (weights * (p - y)) + penalty * beta / len(x)
-        hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + np.diag(penalty) / len(x)
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    coefficients = beta[1:] / std
-    return float(beta[0] - (coefficients * mean).sum()), coefficients
-
-
-def fit_weights(rows: Sequence[Row]) -> np.ndarray:
-    """Each class weighs 1 in total; within a class every source weighs the same."""
-    weights = np.zeros(len(rows))
-    for positive in (True, False):
-        members = [i for i, r in enumerate(rows) if r.positive == positive]
-        sources = {rows[i].source for i in members}
-        for source in sources:
-            chosen = [i for i in members if rows[i].source == source]
-            weights[chosen] = 1.0 / (len(sources) * len(chosen))
-    return weights
-
-
 def fit(rows: Sequence[Row]) -> Calibration:
+    """The package's fit (retrieval/training.py, what `build-index` runs) on the fitting rows."""
     fitting = [r for r in rows if r.source in ("dev", "title", "offtopic-fit")]
     x = np.array([[getattr(r, s) for s in SIGNALS] for r in fitting])
-    y = np.array([r.positive for r in fitting], dtype=np.float64)
-    intercept, (cosine, term_share, latin) = fit_logistic(x, y, fit_weights(fitting))
-    rounded = {k: round(float(v), 3) for k, v in dict(cosine=cosine, term_share=term_share, latin=latin).items()}
-    return Calibration(intercept=round(intercept, 3), threshold=0.5, **rounded)
+    y = np.array([r.positive for r in fitting])
+    return fit_calibration(x, y, np.array([r.source for r in fitting]))
 
 
 # ----------------------------------------------------------------------------- threshold
@@ -224,12 +191,6 @@ def threshold_table(rows: Sequence[Row], calibration: Calibration) -> list[dict[
             line[name] = round(float(share), 4) if len(v) else float("nan")
         table.append(line)
     return table
-
-
-def choose_threshold(table: Sequence[dict[str, float]]) -> float:
-    """The largest threshold flagging at most MAX_FLAGGED of the dev right answers."""
-    allowed = [line["threshold"] for line in table if line["dev_right_flagged"] <= MAX_FLAGGED]
-    return max(allowed) if allowed else min(line["threshold"] for line in table)
 
 
 def cross_fitted_flagged(rows: Sequence[Row], threshold: float) -> float:
@@ -262,7 +223,8 @@ def main() -> int:
     rows = collect(searcher, args.index)
     fitted = fit(rows)
     table = threshold_table(rows, fitted)
-    calibration = Calibration(**{**asdict(fitted), "threshold": choose_threshold(table)})
+    dev_right = relevance_of([r for r in rows if r.source == "dev" and r.positive], fitted)
+    calibration = Calibration(**{**asdict(fitted), "threshold": choose_threshold(dev_right)})
     counts = {s: sum(r.source == s for r in rows if r.rank == 0) for s in sorted({r.source for r in rows})}
     found = {s: sum(r.positive for r in rows if r.source == s) for s in ("dev", "title", "title-check")}
     print(f"queries per source: {counts}; right answers in the top {CUTOFF}: {found}")

@@ -4,11 +4,14 @@
     python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz --c 1
     python benchmarks/learned_fusion.py --index /tmp/levers-idx --features /tmp/levers/features.npz --c 1 --test
 
-The first command refits the `SearchSettings` fusion weights (it prints them, "as SearchSettings",
-scaled so that weight_dense_max is 1) and measures them; `--test` also scores
-benchmarks/queries/test.jsonl (run it once, for the final model only). `--length` adds query-length
-interactions (measured, not kept). The features are cached in `--features` (delete it after the
-index or the legs change).
+The first command fits the fusion weights on the whole title fold 0 (it prints them, "as
+SearchSettings", scaled so that weight_dense_max is 1) and measures them against the hand-tuned
+weights and the code defaults; `--test` also scores benchmarks/queries/test.jsonl (run it once,
+for the final model only). `--length` adds query-length interactions (measured, not kept). The
+features are cached in `--features` (delete it after the index or the legs change). The served
+weights are fitted by `retrieval build-index --tuning-queries ...` and stored in the index
+(retrieval/learned.py); the features, the model and its fit are retrieval/training.py's, which
+this script imports, so the lever and the build measure the same thing.
 
 Candidates: each query's top 50 papers under the hand-tuned weights (`HAND_TUNED`). Per
 candidate: the per-query standardised score of every leg (dense best bullet, dense centroid,
@@ -17,8 +20,9 @@ dense title, BM25 summary, BM25 title/authors; legs a query does not search are 
 linearly with the query's Latin share `e` (a per-language scaling of the existing weights, which
 `SearchSettings` holds as a Korean and an `_english` weight); the title legs get one weight each
 and are seen only in the dev queries (the title task searches bullets only). Fitted pointwise
-("is this the right paper") with scikit-learn's L2 logistic regression, the title and dev sources
-weighing the same; a listwise variant (softmax per query) is printed for comparison.
+("is this the right paper") by an L2 logistic regression (Newton's method, the optimum of
+scikit-learn's), the title and dev sources weighing the same; a listwise variant (softmax per
+query) is printed for comparison.
 
 Training: title task fold 0 (`evaluation.title_fold == 0`, bullets only, English corrections
 fitted on fold 1) + every dev query. Measured: title fold 1 (corrections fitted on fold 0) and
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,99 +43,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.alignment import english_corrections  # noqa: E402
 from retrieval.evaluation import load_query_file, title_fold, warm_query_vectors  # noqa: E402
-from retrieval.hubness import latin_share  # noqa: E402
 from retrieval.indexer import embed_with_cache  # noqa: E402
-from retrieval.search import Searcher, SearchSettings, standardise  # noqa: E402
+from retrieval.search import Searcher, SearchSettings  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 from retrieval.store import CACHE_FILE, EmbeddingCache  # noqa: E402
+from retrieval.training import (  # noqa: E402  (the one definition of the features and the fit)
+    FEATURES,
+    HAND_TUNED,
+    LEGS,
+    TOP,
+    Block,
+    coef_weights,
+    collect,
+    fit_fusion,
+    logistic,
+    rank_scores,
+    settings_coef,
+    summary,
+)
+from retrieval.training import design as base_design  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "benchmarks" / "queries"
-TOP = 50
-LEGS = ("dense_max", "dense_centroid", "dense_title", "lexical_paper", "lexical_title")
 CV_FOLDS = 6
-
-
-@dataclass
-class Block:
-    """Candidates of a set of queries: z (queries, TOP, legs), label (queries, TOP), e, words, group."""
-
-    z: np.ndarray
-    label: np.ndarray
-    english: np.ndarray
-    words: np.ndarray
-    group: np.ndarray
-
-
-def leg_z(searcher: Searcher, text: str, qvec: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
-    """(papers, legs) standardised leg scores as `Searcher._fuse` sees them (0 for legs not searched)."""
-    english = latin_share(text)
-    dense = searcher.dense_legs(qvec, english, fields)  # type: ignore[arg-type]
-    lexical = searcher.lexical_legs(searcher.query_terms(text), english, fields)  # type: ignore[arg-type]
-    out = np.zeros((len(searcher.papers), len(LEGS)), dtype=np.float32)
-    for leg in dense + lexical:
-        if np.isfinite(leg.scores).any():
-            out[:, LEGS.index(LEG_FEATURE[leg.name])] = standardise(leg.scores, searcher.settings.z_depth)
-    return out
-
-
-# The searcher's leg names -> this script's feature names.
-LEG_FEATURE = {
-    "dense_best_bullet": "dense_max",
-    "dense_centroid": "dense_centroid",
-    "dense_title": "dense_title",
-    "lexical_summary": "lexical_paper",
-    "lexical_title": "lexical_title",
-}
-
-
-# The hand-tuned weights the lever replaces: candidates are drawn and the baseline is scored with them.
-HAND_TUNED = SearchSettings(
-    weight_dense_max=1.0, weight_dense_max_english=1.0, weight_dense_centroid=0.8, weight_dense_centroid_english=0.8,
-    weight_dense_title=0.3, weight_lexical_paper=1.2, weight_lexical_paper_english=0.6, weight_lexical_title=0.3,
-)  # fmt: skip
-
-
-def settings_coef(s: SearchSettings) -> np.ndarray:
-    """A `SearchSettings`' weights as coefficients of `design` (bullet legs, their e-slopes, title legs)."""
-    korean = [s.weight_dense_max, s.weight_dense_centroid, s.weight_lexical_paper]
-    english = [s.weight_dense_max_english, s.weight_dense_centroid_english, s.weight_lexical_paper_english]
-    slopes = [en - ko for ko, en in zip(korean, english, strict=True)]
-    coef = np.array([*korean, *slopes, s.weight_dense_title, s.weight_lexical_title])
-    return np.concatenate([coef, np.zeros(len(FEATURES) - len(coef))])
+__all__ = ["LEGS", "TOP", "Block", "settings_coef", "summary"]  # used by tests/test_learned_fusion.py
 
 
 def coef_settings(coef: np.ndarray) -> str:
     """The `SearchSettings` fields of fitted coefficients, scaled so that weight_dense_max is 1."""
-    c = coef / coef[0]
-    names = ["weight_dense_max", "weight_dense_centroid", "weight_lexical_paper"]
-    values = {n: c[i] for i, n in enumerate(names)}
-    values.update({f"{n}_english": c[i] + c[i + 3] for i, n in enumerate(names)})
-    values.update(weight_dense_title=c[6], weight_lexical_title=c[7])
-    return ", ".join(f"{n}={v:.3f}" for n, v in sorted(values.items()))
-
-
-def current_weights(english: float) -> np.ndarray:
-    """Per-leg weights (LEGS order) of the hand-tuned fusion for a query of Latin share `english`."""
-    c = settings_coef(HAND_TUNED)
-    return np.array([c[0] + c[3] * english, c[1] + c[4] * english, c[6], c[2] + c[5] * english, c[7]])
-
-
-def collect(searcher: Searcher, queries: list[tuple[str, set[int], str]], vectors: dict[str, np.ndarray],
-            fields: tuple[str, ...]) -> Block:  # fmt: skip
-    """Top-`TOP` candidates of each query under the current weights, with their leg z-scores."""
-    zs, labels, es, ws, gs = [], [], [], [], []
-    for text, answers, group in queries:
-        z = leg_z(searcher, text, vectors[text], fields)
-        e = latin_share(text)
-        fused = z @ current_weights(e)
-        top = np.argsort(-fused, kind="stable")[:TOP]
-        zs.append(z[top])
-        labels.append(np.isin(top, list(answers)))
-        es.append(e)
-        ws.append(len(text.split()))
-        gs.append(group)
-    return Block(np.stack(zs), np.stack(labels), np.array(es), np.array(ws), np.array(gs))
+    return ", ".join(f"{n}={v:.3f}" for n, v in sorted(coef_weights(coef).items()))
 
 
 def title_blocks(searcher: Searcher) -> dict[int, Block]:
@@ -150,8 +90,8 @@ def title_blocks(searcher: Searcher) -> dict[int, Block]:
             others = np.flatnonzero(folds != fold)
             searcher.set_english_corrections(*english_corrections(searcher.bullet_matrix, searcher.bullet_offsets,
                                                                   pool, others))  # fmt: skip
-            queries = [(titles[i], {i}, "title") for i in np.flatnonzero(folds == fold)]
-            blocks[fold] = collect(searcher, queries, vectors, ("bullets",))
+            queries = [(titles[i], {int(i)}, "title") for i in np.flatnonzero(folds == fold)]
+            blocks[fold] = collect(searcher, queries, [vectors[q] for q, _, _ in queries], ("bullets",), False)
             print(f"title fold {fold}: {len(queries)} queries", file=sys.stderr, flush=True)
     finally:
         searcher.set_english_corrections(*live)
@@ -163,40 +103,36 @@ def file_block(searcher: Searcher, path: Path) -> Block:
     loaded = load_query_file(path)
     vectors = warm_query_vectors(searcher, [q.q for q in loaded], "hybrid")
     queries = [(q.q, {by_id[i] for i in q.ids if i in by_id}, q.group) for q in loaded]
-    return collect(searcher, queries, vectors, ("bullets", "title"))
+    return collect(searcher, queries, [vectors[q] for q, _, _ in queries], ("bullets", "title"), False)
 
 
 # ----------------------------------------------------------------------------- model
-def design(block: Block) -> np.ndarray:
-    """(queries, TOP, features): every bullet leg and its product with e; the two title legs;
-    with `WITH_LENGTH`, also the bullet legs times log(query words / 8)."""
-    z, e = block.z, block.english[:, None, None]
-    bullet = z[:, :, [0, 1, 3]]
-    parts = [bullet, bullet * e, z[:, :, [2, 4]]]
-    if WITH_LENGTH:
-        parts.append(bullet * np.log(np.maximum(block.words, 1) / 8.0)[:, None, None])
-    return np.concatenate(parts, axis=2)
-
-
-FEATURES = ["max", "centroid", "lex_paper", "max*e", "centroid*e", "lex_paper*e", "title_vec", "lex_title"]
 LENGTH_FEATURES = ["max*len", "centroid*len", "lex_paper*len"]
 WITH_LENGTH = False
 
 
-def fit(blocks: list[Block], c: float) -> np.ndarray:
-    """Logistic regression coefficients (no intercept needed for ranking); each block weighs the same."""
-    from sklearn.linear_model import LogisticRegression
+def design(block: Block) -> np.ndarray:
+    """The package's features (retrieval/training.py); with `WITH_LENGTH`, also the bullet legs
+    times log(query words / 8)."""
+    parts = [base_design(block)]
+    if WITH_LENGTH:
+        bullet = block.z[:, :, [0, 1, 3]]
+        parts.append(bullet * np.log(np.maximum(block.words, 1) / 8.0)[:, None, None])
+    return np.concatenate(parts, axis=2)
 
-    xs, ys, ws = [], [], []
-    for block in blocks:
-        x = design(block).reshape(-1, len(FEATURES))
-        xs.append(x)
-        ys.append(block.label.reshape(-1))
-        ws.append(np.full(len(x), 1.0 / len(x)))
-    x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
-    model = LogisticRegression(C=c, max_iter=2000)
-    model.fit(x, y, sample_weight=w * len(x) / len(blocks))
-    return model.coef_[0]
+
+def width() -> int:
+    return len(FEATURES) + (len(LENGTH_FEATURES) if WITH_LENGTH else 0)
+
+
+def fit(blocks: list[Block], c: float) -> np.ndarray:
+    """The package's fit (`training.fit_fusion`); with `WITH_LENGTH`, the same fit over the longer design."""
+    if not WITH_LENGTH:
+        return fit_fusion(blocks, c)
+    xs = [design(b).reshape(-1, width()) for b in blocks]
+    ws = [np.full(len(x), 1.0 / len(x)) for x in xs]
+    x, y, w = np.concatenate(xs), np.concatenate([b.label.reshape(-1) for b in blocks]), np.concatenate(ws)
+    return logistic(x, y.astype(np.float64), w * len(x) / len(blocks), 1.0 / c)[1]
 
 
 def fit_listwise(blocks: list[Block], c: float) -> np.ndarray:
@@ -223,23 +159,22 @@ def fit_listwise(blocks: list[Block], c: float) -> np.ndarray:
             grad += weight * np.einsum("qk,qkf->f", p - target, x)
         return total / len(parts), grad / len(parts)
 
-    return minimize(loss, np.ones(len(FEATURES)), jac=True, method="L-BFGS-B").x
+    return minimize(loss, np.ones(width()), jac=True, method="L-BFGS-B").x
 
 
 def ranks(block: Block, coef: np.ndarray) -> np.ndarray:
-    """1-based rank of the best answer among the candidates (inf when none is a candidate)."""
-    scores = design(block) @ coef
-    out = np.full(len(scores), np.inf)
-    for qi in range(len(scores)):
-        hits = np.flatnonzero(block.label[qi])
-        if len(hits):
-            order = np.argsort(-scores[qi], kind="stable")
-            out[qi] = 1 + min(int(np.flatnonzero(order == h)[0]) for h in hits)
-    return out
+    """`training.ranks` over this script's design (longer with `WITH_LENGTH`)."""
+    return rank_scores(design(block) @ coef, block.label)
 
 
-def summary(r: np.ndarray) -> tuple[float, float, float]:
-    return float(np.mean(r <= 1)), float(np.mean(r <= 10)), float(np.mean(np.where(r <= 10, 1.0 / r, 0.0)))
+def coefficients(s: SearchSettings) -> np.ndarray:
+    """`training.settings_coef`, padded with zeros for the length features."""
+    coef = settings_coef(s)
+    return np.concatenate([coef, np.zeros(width() - len(coef))])
+
+
+def feature_names() -> list[str]:
+    return [*FEATURES, *(LENGTH_FEATURES if WITH_LENGTH else [])]
 
 
 def by_group(block: Block, r: np.ndarray) -> str:
@@ -255,7 +190,7 @@ def subset(block: Block, keep: np.ndarray) -> Block:
 
 def save(path: Path, blocks: dict[str, Block]) -> None:
     arrays = {f"{n}.{f}": getattr(b, f) for n, b in blocks.items() for f in ("z", "label", "english", "words", "group")}
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # (the package's Block also has signals: not needed here)
 
 
 def load(path: Path) -> dict[str, Block]:
@@ -273,25 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", action="store_true", help="add the query-length interactions")
     args = parser.parse_args(argv)
     global WITH_LENGTH
-    if args.length:
-        WITH_LENGTH = True
-        FEATURES.extend(LENGTH_FEATURES)
+    WITH_LENGTH = args.length
     searcher = open_searcher(args.index)
-    defaults = searcher.settings
-    searcher.settings = replace(defaults, **{f: getattr(HAND_TUNED, f) for f in HAND_TUNED.__dataclass_fields__
-                                             if f.startswith("weight_") and f != "weight_name"})  # fmt: skip
+    defaults = SearchSettings()  # the code defaults (the index's learned weights are scored by `retrieval eval`)
+    searcher.settings = replace(searcher.settings, **{f: getattr(HAND_TUNED, f) for f in HAND_TUNED.__dataclass_fields__
+                                                      if f.startswith("weight_") and f != "weight_name"})  # fmt: skip
     if args.features.exists():
         blocks = load(args.features)
     else:
         titles = title_blocks(searcher)
         blocks = {"title0": titles[0], "title1": titles[1], "dev": file_block(searcher, QUERIES / "dev.jsonl")}
         save(args.features, blocks)
-    base = settings_coef(HAND_TUNED)
+    base = coefficients(HAND_TUNED)
     t0, t1, dev = blocks["title0"], blocks["title1"], blocks["dev"]
     print("| model | title fold 1 R@1 / R@10 / MRR@10 | dev MRR@10 (cross-validated) |\n|---|---|---|")
     r1 = ranks(t1, base)
     print(f"| hand-tuned weights | {' / '.join(f'{v:.3f}' for v in summary(r1))} | {by_group(dev, ranks(dev, base))} |")
-    stored = settings_coef(defaults)
+    stored = coefficients(defaults)
     stored_title = " / ".join(f"{v:.3f}" for v in summary(ranks(t1, stored)))
     print(f"| SearchSettings defaults (trained on dev) | {stored_title} | {by_group(dev, ranks(dev, stored))} |")
     fold_of = np.arange(len(dev.z)) % CV_FOLDS
@@ -305,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             cv[held] = ranks(subset(dev, held), fitter([t0, subset(dev, ~held)], c))
         print(f"| {kind} C={c:g} | {' / '.join(f'{v:.3f}' for v in summary(r1))} | {by_group(dev, cv)} |")
         scaled = coef / coef[0]
-        named = ", ".join(f"{n} {v:.3f}" for n, v in zip(FEATURES, scaled, strict=True))
+        named = ", ".join(f"{n} {v:.3f}" for n, v in zip(feature_names(), scaled, strict=True))
         print(f"  coefficients / max-leg coefficient: {named}")
-        if len(FEATURES) == 8:
+        if not WITH_LENGTH:
             print(f"  as SearchSettings: {coef_settings(coef)}")
     if args.test:
         test = file_block(searcher, QUERIES / "test.jsonl")

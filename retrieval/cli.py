@@ -81,7 +81,14 @@ def cmd_build_index(args: argparse.Namespace) -> int:
     from retrieval.embedding import load_embedder
     from retrieval.indexer import build_index
 
-    settings = settings_from(args, index_dir="index", model="model", batch_size="batch_size", **BACKEND_FLAGS)
+    settings = settings_from(
+        args,
+        index_dir="index",
+        model="model",
+        batch_size="batch_size",
+        tuning_queries="tuning_queries",
+        **BACKEND_FLAGS,
+    )
     embedder = load_embedder(settings.model, batch_size=settings.batch_size)
     backend = connect_backend(settings, embedder.dim)  # unreachable: one line before any work
     try:
@@ -92,6 +99,7 @@ def cmd_build_index(args: argparse.Namespace) -> int:
             show_progress=sys.stderr.isatty() and not args.json,
             batch_size=settings.batch_size,
             backend=backend,
+            learning=settings.learn_options(),
         )
     finally:
         if backend is not None:
@@ -107,9 +115,17 @@ def cmd_build_index(args: argparse.Namespace) -> int:
     print(
         f"index {report.index} ({state}): {report.files} files, {report.papers} papers, {report.bullets} bullets; "
         f"embedded {report.embedded}, reused {report.reused}, removed {report.removed} "
-        f"in {report.seconds:.1f}s [{report.model}]"
+        f"in {report.seconds:.1f}s [{report.model}]; {learned_summary(report.learned)}"
     )
     return 0
+
+
+def learned_summary(learned: dict[str, Any]) -> str:
+    """The build's learned-models outcome in a few words (retrieval/learning.py)."""
+    if learned.get("action") == "defaults":
+        return f"learned models: none, code defaults ({learned.get('note') or learned.get('reason')})"
+    took = f" in {learned['seconds']:.1f}s" if learned.get("action") == "fitted" else ""
+    return f"learned models: {learned.get('action')} ({learned.get('reason')}){took}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -196,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--batch-size", type=int, help="texts per embedding call (default: $RETRIEVAL_BATCH_SIZE, else 256)"
+    )
+    build.add_argument(
+        "--tuning-queries",
+        type=Path,
+        metavar="FILE",
+        help="JSON lines {q, ids, lang}: reader-style queries the learned fusion weights and relevance calibration "
+        "are fitted on, with a sample of the titles (default: $RETRIEVAL_TUNING_QUERIES, else none: code defaults)",
     )
     build.add_argument("--json", action="store_true", help="print one JSON summary on stdout (default: a line of text)")
     add_backend_flags(build)
@@ -291,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--name-max-words",
         type=_positive,
         help="known-item task: longest title head (words before the colon) taken as a name (default: 5)",
+    )
+    evaluate.add_argument(
+        "--title-fold",
+        type=int,
+        choices=[0, 1],
+        help="title task: only this half of the titles (the learned models train on fold 0; default: both)",
     )
     evaluate.add_argument("--mode", choices=["dense", "lexical", "hybrid"], help="ranking to measure (default: hybrid)")
     evaluate.add_argument("--all-modes", action="store_true", help="measure every mode (default: only --mode)")

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from retrieval.embedding import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from retrieval.learned import LearnOptions
     from retrieval.requests import RequestLimits
 
 DEFAULT_INDEX = Path("index/default")
@@ -27,6 +28,13 @@ class Settings(BaseSettings):
     index_dir: Path = Field(default=DEFAULT_INDEX, description="index directory to build or serve")
     model: str = Field(default=DEFAULT_MODEL, description="model spec used to build an index")
     batch_size: int = Field(default=256, ge=1, le=4096, description="texts per embedding call")
+    tuning_queries: Path | None = Field(
+        default=None, description="JSON-lines queries {q, ids, lang} the build fits the learned models on"
+    )
+    learned_title_sample: int = Field(default=300, ge=1, description="title-task queries the learned models see")
+    learned_refit_percent: float = Field(
+        default=5.0, ge=0, le=100, description="refit the learned models once this share of papers changed"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
@@ -65,6 +73,16 @@ class Settings(BaseSettings):
         from retrieval.requests import RequestLimits
 
         return RequestLimits(max_query_chars=self.max_query_chars, max_limit=self.max_limit, max_offset=self.max_offset)
+
+    def learn_options(self) -> LearnOptions:
+        """What `build-index` fits the learned models on, and when it refits them."""
+        from retrieval.learned import LearnOptions
+
+        return LearnOptions(
+            tuning_queries=self.tuning_queries,
+            title_sample=self.learned_title_sample,
+            refit_percent=self.learned_refit_percent,
+        )
 
     @field_validator("api_token", "milvus_token", "milvus_uri", mode="before")
     @classmethod

@@ -245,9 +245,12 @@ def title_fold(arxiv_id: str) -> int:
 def evaluate_title_task(
     searcher: Searcher,
     mode: Mode,
+    only_fold: int | None = None,
+    *,
     swap: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray]], None] | None = None,
 ) -> EvalResult:
-    """Every title as a query, bullets only.
+    """Every title as a query, bullets only (`only_fold`: the titles of that half only; the learned
+    models of an index are fitted on fold 0, so fold 1 is their held-out half).
 
     The query map (retrieval/alignment.py) is fitted on titles and the hubness correction
     (retrieval/hubness.py) compares bullets with a pool of titles; here neither may use the
@@ -260,14 +263,16 @@ def evaluate_title_task(
     swap = swap or (lambda fitted: searcher.set_english_corrections(*fitted))
     queries = title_queries(searcher.papers)
     vectors = warm_query_vectors(searcher, [q.q for q in queries], mode)
-    if mode == "lexical" or not searcher.papers:
-        return summarise(run_queries(searcher, queries, mode, ("bullets",)), mode, "title")
+    task = "title" if only_fold is None else f"title fold {only_fold}"
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
+    if mode == "lexical" or not searcher.papers:
+        kept = [q for q, f in zip(queries, folds, strict=True) if only_fold is None or f == only_fold]
+        return summarise(run_queries(searcher, kept, mode, ("bullets",)), mode, task)
     pool = np.stack([vectors[p.title.strip()] for p in searcher.papers])
     live = searcher.english_corrections
     ranked: list[Ranked] = []
     try:
-        for fold in (0, 1):
+        for fold in (0, 1) if only_fold is None else (only_fold,):
             others = np.flatnonzero(folds != fold)
             fitted = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, pool, others)
             swap(fitted)
@@ -275,7 +280,7 @@ def evaluate_title_task(
             ranked += run_queries(searcher, in_fold, mode, ("bullets",))
     finally:
         swap(live)
-    return summarise(ranked, mode, "title")
+    return summarise(ranked, mode, task)
 
 
 def evaluate_query_file(searcher: Searcher, path: Path, mode: Mode) -> EvalResult:
@@ -332,7 +337,7 @@ def run_cli(args: argparse.Namespace, config: Settings | None = None) -> int:
         if args.known_items:
             results.append(evaluate_known_items(searcher, mode, args.name_max_words or NAME_MAX_WORDS))
         if args.queries is None and not args.known_items:
-            results.append(evaluate_title_task(searcher, mode))
+            results.append(evaluate_title_task(searcher, mode, only_fold=args.title_fold))
     if args.json:
         payload = [r.to_json(with_misses=args.misses) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False))

@@ -22,6 +22,8 @@ from retrieval.corpus import Corpus, Paper, load_corpus, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
 from retrieval.hubness import bullet_centroids, summary_ranks
+from retrieval.learned import LearnOptions
+from retrieval.learning import LearningStep
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.store import (
     CACHE_FILE,
@@ -60,6 +62,7 @@ class BuildReport:
     unchanged: bool = False
     cleaned: list[str] = field(default_factory=list)
     backend: dict[str, Any] | None = None  # the external backend's sync (papers upserted, deleted, kept, seconds)
+    learned: dict[str, Any] = field(default_factory=dict)  # action (fitted, carried, defaults), reason, seconds
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -184,11 +187,13 @@ def build_index(
     batch_size: int = 256,
     after_embedding: Callable[[], None] | None = None,
     backend: Backend | None = None,
+    learning: LearnOptions | None = None,
 ) -> BuildReport:
     """Build or incrementally rebuild the index at `index_dir` from the digests in `corpus_dir`.
 
     With an external `backend` (Milvus) the new version is synced into it first (only the papers
     whose records changed), then published here; a failed sync leaves both at the old version.
+    `learning`: what the learned models are fitted on and when they are refitted (retrieval/learned.py).
     Holds the directory's build lock for the whole run. Raises `CorpusError` when no paper is
     found (the previous index stays live), `IndexLockedError` when another build runs.
     """
@@ -203,6 +208,8 @@ def build_index(
         previous, previous_keys, previous_ids = _previous_state(directory)
         bullet_texts = [b.text for p in corpus.papers for b in p.bullets]
         keys = {(p.arxiv_id, b.text_hash) for p in corpus.papers for b in p.bullets}
+        changed = len({arxiv_id for arxiv_id, _ in previous_keys ^ keys})  # papers added, removed or changed
+        step = LearningStep.plan(learning or LearnOptions(), directory, embedder, tokenizer, changed)
         common = dict(
             index=str(directory.path),
             model=embedder.name,
@@ -215,9 +222,8 @@ def build_index(
             papers_removed=len(previous_ids - {p.arxiv_id for p in corpus.papers}),
             cleaned=cleaned,
         )
-        if _is_unchanged(directory, previous, embedder, tokenizer, fingerprint) and _backend_current(
-            directory, backend
-        ):
+        unchanged = _is_unchanged(directory, previous, embedder, tokenizer, fingerprint)
+        if unchanged and _backend_current(directory, backend) and step.carries:
             assert previous is not None
             current = directory.current_version()
             return BuildReport(
@@ -227,6 +233,7 @@ def build_index(
                 seconds=round(time.perf_counter() - started, 3),
                 version=current.name if current else "",
                 unchanged=True,
+                learned=step.report(),
             )
 
         cache = EmbeddingCache(directory.path / CACHE_FILE)
@@ -238,6 +245,7 @@ def build_index(
             title_vectors, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size)
             # Every title embedded as a query: trains the query map and is the hubness pool.
             title_queries, _, _ = embed_with_cache(embedder, titles, cache, batch_size=batch_size, as_queries=True)
+            step.embed_tuning(cache, batch_size)
             if after_embedding is not None:
                 after_embedding()
             offsets = np.array([*_bullet_offsets(corpus.papers), len(bullet_texts)], dtype=np.int64)
@@ -299,11 +307,20 @@ def build_index(
                 sparse,
                 term_map,
                 summary_ranks(title_vectors, centroids),
+                before_manifest=lambda target: step.write(
+                    target,
+                    manifest,
+                    corpus.papers,
+                    bullet_vectors,
+                    title_vectors,
+                    title_queries,
+                    (hub_bullets, hub_papers, query_map),
+                ),  # fmt: skip
             )
             final = directory.publish(tmp, name)
             directory.clean_stale()
             live_hashes = {text_hash(t) for t in bullet_texts} | {text_hash(t) for t in titles}
-            live_hashes |= {text_hash(lexical_title_document(p)) for p in corpus.papers}
+            live_hashes |= {text_hash(lexical_title_document(p)) for p in corpus.papers} | step.cached_hashes()
             cache.prune([embedder.name, query_cache_key(embedder)], tokenizer.name, live_hashes)
         finally:
             cache.close()
@@ -314,6 +331,7 @@ def build_index(
             seconds=round(time.perf_counter() - started, 3),
             version=final.name,
             backend=synced.report if synced is not None else None,
+            learned=step.report(),
         )
 
 

@@ -21,6 +21,7 @@ from retrieval.config import Settings
 from retrieval.embedding import Embedder, load_embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError, ServiceError, UsageError
 from retrieval.indexer import BuildReport, build_index
+from retrieval.learned import LearnOptions
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.store import IndexDirectory, read_manifest
 from retrieval.watch import CorpusWatcher
@@ -50,6 +51,7 @@ def make_builder(
     batch_size: int = 256,
     reuse: Callable[[], tuple[Embedder | None, KoreanEnglishTokenizer | None]] | None = None,
     config: Settings | None = None,
+    learning: LearnOptions | None = None,
 ) -> Callable[[], BuildReport]:
     """A no-argument incremental build of `index_dir` from `corpus_dir`.
 
@@ -74,7 +76,13 @@ def make_builder(
         backend = connect_backend(config, embedder.dim) if config is not None else None
         try:
             return build_index(
-                corpus_dir, index_dir, embedder, tokenizer=tokenizer, batch_size=batch_size, backend=backend
+                corpus_dir,
+                index_dir,
+                embedder,
+                tokenizer=tokenizer,
+                batch_size=batch_size,
+                backend=backend,
+                learning=learning,
             )
         finally:
             if backend is not None:
@@ -111,7 +119,13 @@ def serve_watcher(settings: Settings, holder: SearcherHolder) -> CorpusWatcher:
         return (searcher.embedder, searcher.tokenizer) if searcher is not None else (None, None)
 
     build = make_builder(
-        settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size, reuse, config=settings
+        settings.watch_corpus,
+        settings.index_dir,
+        settings.model,
+        settings.batch_size,
+        reuse,
+        config=settings,
+        learning=settings.learn_options(),
     )
     return watcher_for(settings, settings.watch_corpus, build, lambda _report: holder.reload())
 
@@ -148,7 +162,9 @@ def run_watch(settings: Settings, corpus_dir: Path, reload_url: str | None = Non
         )
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     after = (lambda _report: post_reload(reload_url, token)) if reload_url else None
-    build = make_builder(corpus_dir, settings.index_dir, model, settings.batch_size, config=settings)
+    build = make_builder(
+        corpus_dir, settings.index_dir, model, settings.batch_size, config=settings, learning=settings.learn_options()
+    )
     watcher = watcher_for(settings, corpus_dir, build, after)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

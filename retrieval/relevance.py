@@ -16,8 +16,11 @@ and wrong answers weighted equally. A hit is `weak` below a threshold measured o
 sets. Calibration is per model: the numbers below were fitted for the default `e5-small-q4`;
 other models (e.g. the `fake:` test embedder) use the same numbers until refitted.
 
-Fitted by `python benchmarks/calibrate_relevance.py --index <a copy of the full-corpus index>`
-(it prints a `Calibration(...)` to paste here and the threshold table): positives are
+`E5_SMALL_Q4` below is the fallback: `build-index --tuning-queries` fits a calibration for the
+index's own model and corpus and stores it in the index (retrieval/learned.py, training.py: no
+off-topic queries needed), which the searcher uses instead. The numbers below were fitted by
+`python benchmarks/calibrate_relevance.py --index <a copy of the full-corpus index>`
+(it prints a `Calibration(...)` and the threshold table): positives are
 the right answers of the dev queries (benchmarks/queries/dev.jsonl) and of a fixed sample of the
 title task when they are in the top 10; negatives are the other top-10 hits of those queries and
 the top-10 hits of the fitting half (odd lines) of benchmarks/queries/offtopic.jsonl. The
@@ -135,6 +138,18 @@ class QueryJudge:
         total = float(self._weights.sum())
         share = float(self._weights[self._presence[:, paper]].sum()) / total if total > 0 else 0.0
         return Signals(cosine=cosine, term_share=share, latin=self._latin)
+
+    def signal_rows(self, papers: np.ndarray) -> np.ndarray:
+        """(len(papers), 3) rows of (cosine, term_share, latin): `signals` of many papers at once."""
+        out = np.zeros((len(papers), 3))
+        total = float(self._weights.sum())
+        for row, paper in enumerate(papers):
+            start, end = int(self._offsets[paper]), int(self._offsets[paper + 1])
+            out[row, 0] = float((self._bullets[start:end] @ self._vector).max()) if end > start else 0.0
+        if total > 0:
+            out[:, 1] = (self._weights @ self._presence[:, papers]) / total
+        out[:, 2] = self._latin
+        return out
 
     def relevance_of_all(self) -> np.ndarray:
         """Every paper's relevance at once (the same model as `judge`, vectorised)."""

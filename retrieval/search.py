@@ -34,7 +34,7 @@ from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
 from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.names import NameIndex
 from retrieval.query import AnalysedQuery
-from retrieval.relevance import QueryJudge, calibration_for
+from retrieval.relevance import Calibration, QueryJudge, calibration_for
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
@@ -54,8 +54,9 @@ class SearchSettings:
     """
 
     # Learned fusion (EVALUATION.md): a logistic regression over the legs' z-scores on the title
-    # task's fold 0 and the dev queries; refit with `python benchmarks/learned_fusion.py --index
-    # DIR --features FILE.npz --c 1` (it prints these values). The bullet legs' weights are for an
+    # task's fold 0 and the dev queries. These are the fallback: an index built with
+    # `--tuning-queries` stores its own fit (retrieval/learned.py), which the service uses instead
+    # (`benchmarks/learned_fusion.py` prints a fit as these fields). The bullet legs' weights are for an
     # all-Korean query, the `_english` ones for an all-English one, in between by the query's
     # Latin share. Ranking depends only on their ratios. Hand-tuned before: 1.0, 0.8, 0.3, 1.2,
     # 0.6 (English), 0.3, with the dense weights the same for every language.
@@ -162,6 +163,7 @@ class Searcher:
         settings: SearchSettings | None = None,
         term_map: TermMap | None = None,
         backend: Backend | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         """`backend` answers the legs' top-K questions; by default an in-memory `EmbeddedBackend`
         over this index's arrays. Another backend must hold this index's version (build-index
@@ -202,7 +204,7 @@ class Searcher:
         self.backend = backend if backend is not None else self._embedded_backend()
         self.term_map = term_map if term_map is not None else index.term_map
         self._warnings = self._summary_warnings()
-        self.relevance_calibration = calibration_for(index.manifest.model)
+        self.relevance_calibration = calibration or calibration_for(index.manifest.model)
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-leg")

@@ -7,6 +7,8 @@ from pathlib import Path
 from retrieval.backends.choice import check_serves, connect_backend
 from retrieval.config import Settings
 from retrieval.embedding import Embedder, load_embedder
+from retrieval.learned import calibration_of, describe
+from retrieval.learned import search_settings as learned_settings
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings
 from retrieval.store import IndexData, load_index
@@ -40,15 +42,27 @@ def searcher_for(
     tokenizer: KoreanEnglishTokenizer | None = None,
     config: Settings | None = None,
 ) -> Searcher:
-    """A searcher over a loaded index with the configured backend (checked to hold this version);
-    `settings` default to those `config` chooses."""
+    """A searcher over a loaded index with the configured backend (checked to hold this version)
+    and the index's learned fusion weights and relevance calibration (retrieval/learned.py).
+
+    `settings` default to those `config` chooses; weights they set away from the code defaults
+    win over the learned ones.
+    """
     config = config if config is not None else Settings()
     settings = settings if settings is not None else search_settings(config)
+    describe(index.learned, index.path)
     backend = connect_backend(config, index.manifest.dim)
     try:
         if backend is not None:
             check_serves(backend, index.path.name)
-        return Searcher(index, embedder, tokenizer=tokenizer, settings=settings, backend=backend)
+        return Searcher(
+            index,
+            embedder,
+            tokenizer=tokenizer,
+            settings=learned_settings(index.learned, settings),
+            calibration=calibration_of(index.learned, index.manifest.model),
+            backend=backend,
+        )
     except BaseException:
         if backend is not None:
             backend.close()

@@ -4,7 +4,7 @@ Layout of an index directory::
 
     <index>/CURRENT                 name of the live version (replaced atomically)
     <index>/versions/<version>/     manifest.json, bullets.faiss, titles.faiss, papers.json,
-                                    bm25_bullets/, bm25_titles/
+                                    bm25_bullets/, bm25_titles/, learned.json (retrieval/learned.py)
     <index>/cache.sqlite            embedding and token cache keyed by (model, text hash)
     <index>/build.lock              held by the one build allowed at a time
 
@@ -25,7 +25,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ import numpy as np
 from retrieval.backends.records import SPARSE_DIR, SparseDocuments
 from retrieval.corpus import Bullet, Paper
 from retrieval.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, UsageError
+from retrieval.learned import LEARNED_FILE, LearnedModels
 from retrieval.termmap import TermMap
 
 FORMAT_VERSION = 5
@@ -116,6 +117,7 @@ class IndexData:
     sparse: SparseDocuments  # BM25 weights of bullets, summaries and titles (retrieval/backends/records.py)
     term_map: TermMap  # English <-> Korean phrases mined from the bullets (retrieval/termmap.py)
     summary_ranks: np.ndarray  # per paper: other summaries nearer to its title than its own (hubness.summary_ranks)
+    learned: LearnedModels | None = None  # fusion weights and calibration (None: built before learned.json)
 
     def released(self) -> IndexData:
         """A copy that keeps only the manifest and path: what a closed searcher still tells about itself."""
@@ -325,8 +327,10 @@ def write_version(
     sparse: SparseDocuments,
     term_map: TermMap,
     summary_ranks: np.ndarray,
+    before_manifest: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write all files of a version into `target` (a fresh temporary directory)."""
+    """Write all files of a version into `target` (a fresh temporary directory); `before_manifest`
+    may add files (the learned models, fitted on the written version) before they are listed."""
     dim = manifest.dim
     faiss.write_index(_flat_index(bullet_vectors, dim), str(target / BULLETS_FAISS))
     faiss.write_index(_flat_index(title_vectors, dim), str(target / TITLES_FAISS))
@@ -341,6 +345,8 @@ def write_version(
     np.save(target / SUMMARY_RANKS_FILE, np.asarray(summary_ranks, dtype=np.int32), allow_pickle=False)
     for name, writer in bm25_writers.items():
         writer(target / name)
+    if before_manifest is not None:
+        before_manifest(target)
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
         rel = path.relative_to(target).as_posix()
@@ -441,6 +447,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         sparse = SparseDocuments.load(version / SPARSE_DIR)
         term_map = TermMap.from_json(json.loads((version / TERM_MAP_FILE).read_text(encoding="utf-8")))
         summary_ranks = np.load(version / SUMMARY_RANKS_FILE, allow_pickle=False)
+        learned_text = (version / LEARNED_FILE).read_text(encoding="utf-8") if LEARNED_FILE in manifest.files else None
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
             f"index {version} cannot be read ({exc}); rebuild it with `retrieval build-index`"
@@ -468,6 +475,12 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
             f"{version / SUMMARY_RANKS_FILE} has shape {summary_ranks.shape} for {len(papers)} papers; "
             "rebuild the index"
         )
+    try:
+        learned = LearnedModels.from_json(learned_text) if learned_text is not None else None
+    except ValueError as exc:
+        raise IndexCorruptError(
+            f"{version / LEARNED_FILE} is damaged ({exc}); rebuild the index with `retrieval build-index`"
+        ) from exc
     bm25_dirs = {p.name: p for p in version.iterdir() if p.is_dir() and p.name.startswith("bm25_")}
     return IndexData(
         manifest,
@@ -482,6 +495,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         sparse,
         term_map,
         summary_ranks.astype(np.int32),
+        learned,
     )
 
 

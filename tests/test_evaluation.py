@@ -105,6 +105,17 @@ def test_title_task_with_the_real_model(e5_searcher: Searcher) -> None:
         assert set(result.by_group) == {"plain", "vote-authors", "labelled"}
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "lexical"])
+def test_title_task_of_one_fold(fake_searcher: Searcher, mode: str) -> None:
+    """`--title-fold`: only that half's titles (fold 1 is the learned models' held-out half)."""
+    halves = [evaluate_title_task(fake_searcher, mode, fold) for fold in (0, 1)]  # type: ignore[arg-type]
+    assert [h.task for h in halves] == ["title fold 0", "title fold 1"]
+    assert [h.queries for h in halves] == [7, 5]  # the sample's papers by `title_fold`
+    both = evaluate_title_task(fake_searcher, mode)  # type: ignore[arg-type]
+    weighted = sum(h.metrics["mrr@10"] * h.queries for h in halves) / both.queries
+    assert both.metrics["mrr@10"] == pytest.approx(weighted, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_dev_queries_against_sample_and_cli_json(
     e5_sample_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

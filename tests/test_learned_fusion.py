@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from retrieval import training
 from retrieval.search import Searcher, SearchSettings
 
 
@@ -49,6 +50,13 @@ def test_fit_learns_which_leg_finds_the_answer_for_each_language() -> None:
     assert fitter.summary(fitter.ranks(korean, coef))[2] > fitter.summary(fitter.ranks(korean, hand))[2]
 
 
+def test_the_script_fits_with_the_package() -> None:
+    """One definition of the features and the fit: the build's (retrieval/training.py)."""
+    fitter = load_fitter()
+    assert fitter.fit_fusion is training.fit_fusion and fitter.collect is training.collect
+    assert fitter.base_design is training.design and fitter.HAND_TUNED is training.HAND_TUNED
+
+
 def test_settings_and_coefficients_map_both_ways() -> None:
     fitter = load_fitter()
     coef = fitter.settings_coef(SearchSettings())
@@ -61,9 +69,7 @@ def test_settings_and_coefficients_map_both_ways() -> None:
 def test_dense_weights_follow_the_query_language(fake_searcher: Searcher) -> None:
     s = fake_searcher.settings
     qvec = fake_searcher.embedder.embed_queries(["state space"])[0]
-    weights = [
-        [leg.weight for leg in fake_searcher.dense_legs(qvec, e, ("bullets",), 100)] for e in (0.0, 0.5, 1.0)
-    ]
+    weights = [[leg.weight for leg in fake_searcher.dense_legs(qvec, e, ("bullets",), 100)] for e in (0.0, 0.5, 1.0)]
     assert weights[0] == pytest.approx([s.weight_dense_max, s.weight_dense_centroid])
     assert weights[2] == pytest.approx([s.weight_dense_max_english, s.weight_dense_centroid_english])
     assert weights[1] == pytest.approx([(a + b) / 2 for a, b in zip(weights[0], weights[2], strict=True)])

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from mcp import Client
 from test_query_sets import language_problem
 
+from retrieval import training
 from retrieval.api import create_app
 from retrieval.config import Settings
 from retrieval.lexical import BM25Index
@@ -239,35 +240,37 @@ def load_calibrator() -> Any:
 
 
 def test_logistic_fit_recovers_known_coefficients() -> None:
-    calibrator = load_calibrator()
     rng = np.random.default_rng(7)
     x = rng.normal(size=(20000, 3)) * np.array([0.05, 0.2, 0.4]) + np.array([0.85, 0.3, 0.5])
     true_intercept, true = -30.0, np.array([35.0, 6.0, 1.5])
     y = (rng.random(len(x)) < 1 / (1 + np.exp(-(true_intercept + x @ true)))).astype(float)
-    intercept, coefficients = calibrator.fit_logistic(x, y, np.ones(len(x)), l2=0.0)
+    intercept, coefficients = training.logistic(x, y, np.ones(len(x)), l2=0.0)
     assert np.allclose(coefficients, true, rtol=0.1) and abs(intercept - true_intercept) < 3.0
+    # the calibration fit (standardised signals, a light penalty) lands on the same scale
+    fitted = training.fit_calibration(x, y.astype(bool), np.array(["dev"] * len(x)))
+    assert fitted.cosine == pytest.approx(35.0, rel=0.25) and fitted.term_share == pytest.approx(6.0, rel=0.25)
 
 
 def test_fit_weights_balance_classes_and_sources() -> None:
-    calibrator = load_calibrator()
-    make = lambda source, positive: calibrator.Row(source, "q", "en", 0, positive, 0, 0.8, 0.1, 1.0)  # noqa: E731
-    rows = (
-        [make("dev", True)] * 2
-        + [make("title", True)] * 6
-        + [make("dev", False)] * 10
-        + [make("offtopic-fit", False)] * 5
-    )
-    weights = calibrator.fit_weights(rows)
-    positive = np.array([r.positive for r in rows])
+    positive = np.array([True] * 8 + [False] * 15)
+    source = np.array(["dev"] * 2 + ["title"] * 6 + ["dev"] * 10 + ["offtopic-fit"] * 5)
+    weights = training.class_source_weights(positive, source)
     assert weights[positive].sum() == pytest.approx(1.0) and weights[~positive].sum() == pytest.approx(1.0)
     assert weights[:2].sum() == pytest.approx(weights[2:8].sum())
     assert weights[8:18].sum() == pytest.approx(weights[18:].sum())
 
 
 def test_threshold_rule_takes_the_largest_allowed() -> None:
+    # 3 % of the right answers at 0.12, 3 % more at 0.33: 0.30 flags 3 %, 0.35 flags 6 % (> 5 %)
+    right = np.array([0.12] * 3 + [0.33] * 3 + [0.9] * 94)
+    assert training.choose_threshold(right) == 0.3
+    assert training.choose_threshold(np.array([0.01] * 10)) == training.GRID[0]  # nothing allowed: the lowest
+
+
+def test_the_script_uses_the_package_fit() -> None:
     calibrator = load_calibrator()
-    table = [{"threshold": t, "dev_right_flagged": f} for t, f in [(0.1, 0.01), (0.2, 0.05), (0.3, 0.08)]]
-    assert calibrator.choose_threshold(table) == 0.2
+    assert calibrator.fit_calibration is training.fit_calibration
+    assert calibrator.choose_threshold is training.choose_threshold
 
 
 def test_offtopic_queries_file() -> None:

@@ -154,7 +154,12 @@ def first_build_if_missing(settings: Settings) -> None:
         return
     print(f"no index at {settings.index_dir} yet: building it from {settings.watch_corpus} first", flush=True)
     build = make_builder(
-        settings.watch_corpus, settings.index_dir, settings.model, settings.batch_size, config=settings
+        settings.watch_corpus,
+        settings.index_dir,
+        settings.model,
+        settings.batch_size,
+        learning=settings.learn_options(),
+        config=settings,
     )
     build()
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from retrieval.config import Settings
 from retrieval.embedding import load_embedder
 from retrieval.errors import RetrievalError
+from retrieval.learned import without_learned
 from retrieval.search import Searcher
 from retrieval.service import open_searcher, search_settings, searcher_for
 from retrieval.store import IndexDirectory, load_index
@@ -158,7 +159,8 @@ class SearcherHolder:
             _close(slot)
 
     def _open(self, previous: Searcher | None) -> Searcher:
-        """Load the index and warm it up; keep the previous searcher's settings, tokenizer and (same model) embedder."""
+        """Load the index and warm it up; keep the previous searcher's settings (less its index's learned
+        weights: the new index brings its own), tokenizer and (same model) embedder."""
         index = load_index(self.settings.index_dir)
         if previous is None:
             embedder = load_embedder(index.manifest.model)
@@ -167,7 +169,8 @@ class SearcherHolder:
             embedder = previous.embedder
             if embedder.name != index.manifest.model:
                 embedder = load_embedder(index.manifest.model)
-            searcher = searcher_for(index, embedder, previous.settings, previous.tokenizer, config=self.settings)
+            settings = without_learned(previous.settings, previous.index.learned)
+            searcher = searcher_for(index, embedder, settings, previous.tokenizer, config=self.settings)
         try:
             warm_up(searcher)
         except BaseException:

@@ -1,0 +1,193 @@
+"""The build's learning step: refit the learned models or carry them forward, and write learned.json.
+
+`build_index` plans the step before embedding (`LearningStep.plan`: read the tuning queries, fail
+fast on a bad file, decide between refitting and carrying forward), embeds the tuning queries
+with the rest (`embed_tuning`, cached like every text) and writes `learned.json` into the new
+version before its manifest lists the files (`write`). `report` is what `BuildReport.learned` says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from retrieval.backends.records import SPARSE_DIR, SparseDocuments
+from retrieval.corpus import Paper, text_hash
+from retrieval.embedding import Embedder
+from retrieval.errors import IndexCorruptError, UsageError
+from retrieval.evaluation import EvalQuery, load_query_file
+from retrieval.ids import split_arxiv_ids
+from retrieval.learned import LEARNED_FILE, LearnedModels, LearnOptions, carried, read_learned, refit_reason
+from retrieval.lexical import KoreanEnglishTokenizer
+from retrieval.store import SUMMARY_RANKS_FILE, TERM_MAP_FILE, EmbeddingCache, IndexData, IndexDirectory, Manifest
+from retrieval.termmap import TermMap
+
+
+def read_tuning(path: Path | None) -> tuple[list[EvalQuery], str | None]:
+    """The tuning queries as the searcher embeds them (arXiv ids taken out), and the file's sha256."""
+    if path is None:
+        return [], None
+    if not path.is_file():
+        raise UsageError(f"tuning queries file {path} not found (--tuning-queries, RETRIEVAL_TUNING_QUERIES)")
+    queries = []
+    for query in load_query_file(path):
+        rest = split_arxiv_ids(query.q)[1]
+        if rest:
+            queries.append(replace(query, q=rest))
+    return queries, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class LearningStep:
+    options: LearnOptions
+    embedder: Embedder
+    tokenizer: KoreanEnglishTokenizer
+    inputs: dict[str, Any]
+    previous: LearnedModels | None
+    changed: int
+    reason: str | None  # why the models are refitted; None: carried forward
+    tuning: list[EvalQuery]
+    tuning_vectors: np.ndarray | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def plan(
+        cls,
+        options: LearnOptions,
+        directory: IndexDirectory,
+        embedder: Embedder,
+        tokenizer: KoreanEnglishTokenizer,
+        changed: int,
+    ) -> LearningStep:
+        """`changed`: papers this build adds, removes or changes. Without a tuning file in
+        `options`, the one the live models were fitted on is used while it exists (an index keeps
+        its tuning queries as it keeps its model: `watch` and a plain rebuild do not drop them)."""
+        from retrieval.training import FEATURES_ID
+
+        try:
+            version = directory.current_version()
+        except IndexCorruptError:
+            version = None
+        previous = read_learned(version) if version is not None and version.is_dir() else None
+        kept = str(previous.fitted_on.get("tuning_queries_path") or "") if previous is not None else ""
+        if options.tuning_queries is None and kept and Path(kept).is_file():
+            options = replace(options, tuning_queries=Path(kept))
+        tuning, sha = read_tuning(options.tuning_queries)
+        inputs = {
+            "features": FEATURES_ID,
+            "model": embedder.name,
+            "tokenizer": tokenizer.name,
+            "tuning_queries_sha256": sha,
+            "title_sample": options.title_sample,
+            "seed": options.seed,
+            "min_queries": options.min_queries,
+        }
+        reason = "first build" if version is None else refit_reason(previous, inputs, changed, options.refit_percent)
+        return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning)
+
+    @property
+    def carries(self) -> bool:
+        return self.reason is None
+
+    def embed_tuning(self, cache: EmbeddingCache, batch_size: int) -> None:
+        """Embed the tuning queries (only when refitting; the cache keeps them between builds)."""
+        if self.carries or not self.tuning:
+            return
+        from retrieval.indexer import embed_with_cache
+
+        texts = [q.q for q in self.tuning]
+        self.tuning_vectors, _, _ = embed_with_cache(self.embedder, texts, cache, batch_size, as_queries=True)
+
+    def cached_hashes(self) -> set[str]:
+        """Text hashes the cache must keep for this step (the tuning queries)."""
+        return {text_hash(q.q) for q in self.tuning}
+
+    def write(
+        self,
+        target: Path,
+        manifest: Manifest,
+        papers: list[Paper],
+        bullet_vectors: np.ndarray,
+        title_vectors: np.ndarray,
+        title_queries: np.ndarray,
+        corrections: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
+        """Write `learned.json` into the version directory `target` (its other files are written)."""
+        started = time.perf_counter()
+        if self.carries:
+            assert self.previous is not None
+            models = carried(self.previous, self.changed)
+            action = "carried"
+        else:
+            models = self._fit(target, manifest, papers, bullet_vectors, title_vectors, title_queries, corrections)
+            action = "fitted" if models.fitted else "defaults"
+        (target / LEARNED_FILE).write_text(models.to_json(), encoding="utf-8")
+        self.outcome = {
+            "action": action,
+            "reason": self.reason or f"{self.changed} papers changed (drift {models.drift} since the fit)",
+            "seconds": round(time.perf_counter() - started, 3),
+            "note": models.note,
+        }
+
+    def _fit(
+        self,
+        target: Path,
+        manifest: Manifest,
+        papers: list[Paper],
+        bullet_vectors: np.ndarray,
+        title_vectors: np.ndarray,
+        title_queries: np.ndarray,
+        corrections: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> LearnedModels:
+        from retrieval.search import Searcher
+        from retrieval.training import fit_learned
+
+        if not self.tuning:  # nothing to fit on: no need for a searcher
+            return fit_learned(None, title_queries, self.options, self.inputs)
+        assert self.options.tuning_queries is not None
+        where = {"tuning_queries_path": str(self.options.tuning_queries.resolve())}
+        hub_bullets, hub_papers, query_map = corrections
+        data = IndexData(
+            manifest=manifest,
+            papers=papers,
+            bullet_vectors=_flat(bullet_vectors, manifest.dim),
+            title_vectors=_flat(title_vectors, manifest.dim),
+            bm25_dirs={p.name: p for p in target.iterdir() if p.is_dir() and p.name.startswith("bm25_")},
+            path=target,
+            hub_bullets=hub_bullets,
+            hub_papers=hub_papers,
+            query_map=query_map,
+            sparse=SparseDocuments.load(target / SPARSE_DIR),
+            term_map=TermMap.from_json(json.loads((target / TERM_MAP_FILE).read_text(encoding="utf-8"))),
+            summary_ranks=np.load(target / SUMMARY_RANKS_FILE, allow_pickle=False),
+        )
+        searcher = Searcher(data, self.embedder, tokenizer=self.tokenizer)
+        try:
+            assert self.tuning_vectors is not None
+            models = fit_learned(
+                searcher, title_queries, self.options, self.inputs, self.tuning, list(self.tuning_vectors)
+            )
+            return replace(models, fitted_on={**models.fitted_on, **where})
+        finally:
+            searcher.close()
+
+    def report(self) -> dict[str, Any]:
+        """`BuildReport.learned`: what happened to the learned models, why, and how long it took."""
+        if self.outcome:
+            return self.outcome
+        note = self.previous.note if self.previous is not None else ""
+        return {"action": "carried", "reason": "corpus and training inputs unchanged", "seconds": 0.0, "note": note}
+
+
+def _flat(vectors: np.ndarray, dim: int) -> faiss.Index:
+    index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
