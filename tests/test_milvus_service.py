@@ -34,8 +34,6 @@ from retrieval.search import Searcher
 from retrieval.service import open_searcher
 from retrieval.store import load_index
 
-pytest.importorskip("pymilvus", reason="the Milvus extra is part of the test setup (pip install '.[milvus]')")
-
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
 SERVER_ENV = "RETRIEVAL_TEST_MILVUS_URI"
