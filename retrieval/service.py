@@ -50,12 +50,11 @@ def searcher_for(
     """
     config = config if config is not None else Settings()
     settings = settings if settings is not None else search_settings(config)
-    describe(index.learned, index.path)
     backend = connect_backend(config, index.manifest.dim)
     try:
         if backend is not None:
             check_serves(backend, index.path.name)
-        return Searcher(
+        searcher = Searcher(
             index,
             embedder,
             tokenizer=tokenizer,
@@ -67,3 +66,5 @@ def searcher_for(
         if backend is not None:
             backend.close()
         raise
+    describe(index.learned, index.path)  # logged once the index really serves
+    return searcher
