@@ -41,6 +41,12 @@ class QueryMarks:
     latin_bases: frozenset[str]
     korean: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # One alternation, longest term first: matching it at a position picks the same term as
+        # trying the terms in `korean`'s order (and costs one regex call instead of a Python loop).
+        pattern = re.compile("|".join(re.escape(k) for k in self.korean)) if self.korean else None
+        object.__setattr__(self, "_korean_pattern", pattern)
+
     @classmethod
     def build(
         cls, query: str, terms: Iterable[str], stem: Callable[[str], str], stopwords: frozenset[str]
@@ -83,13 +89,14 @@ class QueryMarks:
 
     def _korean_spans(self, run: str, offset: int) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
+        pattern: re.Pattern[str] = self._korean_pattern  # type: ignore[attr-defined]
         position = 0
         while position < len(run):
-            match = next((k for k in self.korean if run.startswith(k, position)), None)
+            match = pattern.match(run, position)
             if match is None:
                 break
-            spans.append((offset + position, offset + position + len(match)))
-            position += len(match)
+            spans.append((offset + match.start(), offset + match.end()))
+            position = match.end()
         return spans
 
 

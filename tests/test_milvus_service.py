@@ -207,3 +207,49 @@ def test_the_service_answers_503_while_milvus_is_away_and_recovers_without_a_res
         back = client.get("/search", params={"q": "attention"})
         assert back.status_code == 200 and back.json()["results"]
     searcher.close()
+
+
+def test_page_mcp_and_retrievers_answer_from_milvus_as_from_the_embedded_backend(
+    milvus: LiteServer | str, tmp_path: Path, tokenizer: KoreanEnglishTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every front end opens the searcher the settings choose: the page, the MCP tools and the
+    LangChain / LlamaIndex retrievers (these read RETRIEVAL_BACKEND from the environment)."""
+    import anyio
+    from mcp import Client
+
+    from retrieval.integrations.langchain import DailyPapersRetriever
+    from retrieval.integrations.llamaindex import DailyPapersLlamaRetriever
+    from retrieval.mcp_server import SearchPapersResult, build_mcp
+
+    settings = settings_for(milvus, tmp_path / "index", f"t{uuid.uuid4().hex[:8]}")
+    build(SAMPLE, settings, tokenizer)
+    embedded = Searcher(load_index(settings.index_dir), FakeEmbedder(64), tokenizer=tokenizer)
+    query = QUERIES[1]
+    expected = [h.paper.id for h in embedded.search(query, limit=3).results]
+    on_milvus = open_searcher(settings.index_dir, config=settings)
+    try:
+        with TestClient(create_app(settings, on_milvus)) as client:
+            page = client.get("/", params={"q": query, "k": 3})
+            assert page.status_code == 200
+            assert all(f"arxiv.org/abs/{pid}" in page.text for pid in expected)
+
+        async def mcp_search() -> object:
+            async with Client(build_mcp(lambda: on_milvus)) as session:
+                return await session.call_tool("search_papers", {"query": query, "k": 3})
+
+        result = anyio.run(mcp_search)
+        structured = SearchPapersResult.model_validate(result.structured_content)  # type: ignore[attr-defined]
+        assert [p.id for p in structured.results] == expected
+    finally:
+        on_milvus.close()
+        embedded.close()
+    for name, value in (
+        ("BACKEND", "milvus"),
+        ("MILVUS_URI", settings.milvus_uri),
+        ("MILVUS_PREFIX", settings.milvus_prefix),
+    ):
+        monkeypatch.setenv(f"RETRIEVAL_{name}", str(value))
+    docs = DailyPapersRetriever.from_index(settings.index_dir, k=3).invoke(query)
+    assert [d.metadata["id"] for d in docs] == expected
+    nodes = DailyPapersLlamaRetriever.from_index(settings.index_dir, k=3).retrieve(query)
+    assert [n.node.node_id for n in nodes] == expected
