@@ -201,6 +201,8 @@ def title_task(searcher: Searcher, fit: Fit, titles: np.ndarray, sample: int, mo
         every += ranked
         out[f"fold{fold}"] = {**figures(ranked, mode), **info}
     out["all"] = figures(every, mode)
+    # each title's rank (1-10; 0 = not in the top 10), for paired comparisons of variants
+    out["ranks"] = {next(iter(q.ids)): next((i + 1 for i, d in enumerate(ids) if d in q.ids), 0) for q, ids in every}
     return out
 
 
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-title", action="store_true", help="skip the title task")
     parser.add_argument("--proxy", action="store_true", help="the quick dense-only screen of the title task instead")
     parser.add_argument("--mode", default="hybrid", choices=["dense", "hybrid"])
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the results here (with every title's rank)")
     args = parser.parse_args(argv)
     if args.sample < 0:
         parser.error("--sample must be 0 (every title) or more")
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.queries:
                 row[path.name] = query_file(searcher, VARIANTS[name], titles, path, args.mode)
             results[name] = row
-            print(json.dumps({name: row}), flush=True)
+            shown = {k: ({f: v for f, v in r.items() if f != "ranks"} if k == "title" else r) for k, r in row.items()}
+            print(json.dumps({name: shown}), flush=True)
     finally:
         searcher.set_english_corrections(*live)
     if args.json:
