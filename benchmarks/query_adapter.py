@@ -7,6 +7,7 @@
         --queries benchmarks/queries/dev.jsonl                                              # full title task + dev
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --no-title --variant ridge --variant nce-sgd-mixed \
         --queries benchmarks/queries/test.jsonl                                             # once, the chosen one
+    python benchmarks/query_adapter.py --compare results.json ridge nce-sgd-mixed            # paired, from a --json
 
 Every variant fits a (dim, dim) English query map. Title task (English title -> its paper, bullets
 only): for each fixed fold (`evaluation.title_fold`) the map is fitted on the other fold's (title
@@ -250,9 +251,30 @@ def query_file(searcher: Searcher, fit: Fit, titles: np.ndarray, path: Path, mod
     return {"R@1": m["recall@1"], "R@10": m["recall@10"], "MRR@10": m["mrr@10"], "mrr_by_group": groups, **info}
 
 
+def compare(path: Path, first: str, second: str, rounds: int = 2000) -> str:
+    """Paired comparison of two variants' title ranks in a `--json` file: titles at rank 1 under one
+    only, reciprocal ranks better / worse, and the MRR@10 difference with a bootstrap 95% interval."""
+    data = json.loads(path.read_text())
+    try:
+        ranks = [data[name]["title"]["ranks"] for name in (first, second)]
+    except KeyError as exc:
+        raise SystemExit(f"{path} has no title ranks for {exc}") from None
+    keys = sorted(ranks[0])
+    a, b = (np.array([r[k] for k in keys]) for r in ranks)
+    diff = np.where(b > 0, 1.0 / np.maximum(b, 1), 0.0) - np.where(a > 0, 1.0 / np.maximum(a, 1), 0.0)
+    rng = np.random.default_rng(0)
+    boot = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)])
+    return (
+        f"{len(keys)} titles; at rank 1 only with {first}: {int(((a == 1) & (b != 1)).sum())}, only with {second}: "
+        f"{int(((b == 1) & (a != 1)).sum())}; reciprocal rank better with {second}: {int((diff > 0).sum())}, worse: "
+        f"{int((diff < 0).sum())}; MRR@10 {second} - {first}: {diff.mean():+.4f} "
+        f"(bootstrap 95% {np.percentile(boot, 2.5):+.4f} to {np.percentile(boot, 97.5):+.4f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--index", type=Path, help="the index (needed unless --compare)")
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="default: every variant")
     parser.add_argument("--sample", type=int, default=1500, help="titles per fold (seeded); 0 = all")
     parser.add_argument("--queries", type=Path, action="append", default=[], help="query file(s) to score too")
@@ -260,9 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", action="store_true", help="the quick dense-only screen of the title task instead")
     parser.add_argument("--mode", default="hybrid", choices=["dense", "hybrid"])
     parser.add_argument("--json", type=Path, help="also write the results here (with every title's rank)")
+    parser.add_argument("--compare", nargs=3, metavar=("JSON", "A", "B"), help="paired title ranks of two variants")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare(Path(args.compare[0]), args.compare[1], args.compare[2]))
+        return 0
     if args.sample < 0:
         parser.error("--sample must be 0 (every title) or more")
+    if args.index is None:
+        parser.error("--index is required")
     for path in args.queries:
         if not path.is_file():
             parser.error(f"no query file at {path}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import sys
 from dataclasses import replace
 from typing import Any
@@ -175,3 +176,17 @@ def test_the_benchmark_title_task_fits_on_the_other_fold_only(fake_searcher: Sea
     assert seen == other + other  # the title task, then the proxy
     assert result["all"]["queries"] == len(fake_searcher.papers)
     assert 0.0 <= result["all"]["MRR@10"] <= 1.0 and 0.0 <= screened["fold0"]["MRR@10"] <= 1.0
+
+
+def test_compare_counts_paired_ranks(tmp_path: Any) -> None:
+    ranks_a = {"1": 1, "2": 2, "3": 0, "4": 1}
+    ranks_b = {"1": 1, "2": 1, "3": 5, "4": 3}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"a": {"title": {"ranks": ranks_a}}, "b": {"title": {"ranks": ranks_b}}}))
+    line = benchmark().compare(path, "a", "b", rounds=50)
+    assert "4 titles; at rank 1 only with a: 1, only with b: 1" in line
+    assert "better with b: 2, worse: 1" in line
+    # (0 + 0.5 + 0.2 - 2/3) / 4
+    assert f"{(0.5 + 0.2 - 2 / 3) / 4:+.4f}" in line
+    with pytest.raises(SystemExit, match="no title ranks for 'c'"):
+        benchmark().compare(path, "a", "c")
