@@ -8,6 +8,7 @@
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --no-title --variant ridge --variant nce-sgd-mixed \
         --queries benchmarks/queries/test.jsonl                                             # once, the chosen one
     python benchmarks/query_adapter.py --compare results.json ridge nce-sgd-mixed            # paired, from a --json
+    python benchmarks/query_adapter.py --index /tmp/adapter-idx --fit-cost --variant ridge --variant nce-sgd-mixed
 
 Every variant fits a (dim, dim) English query map. Title task (English title -> its paper, bullets
 only): for each fixed fold (`evaluation.title_fold`) the map is fitted on the other fold's (title
@@ -251,6 +252,15 @@ def query_file(searcher: Searcher, fit: Fit, titles: np.ndarray, path: Path, mod
     return {"R@1": m["recall@1"], "R@10": m["recall@10"], "MRR@10": m["mrr@10"], "mrr_by_group": groups, **info}
 
 
+def fit_cost(searcher: Searcher, fit: Fit, titles: np.ndarray) -> dict[str, Any]:
+    """Seconds (wall and this process's CPU) to fit the map on every paper and recompute the hub
+    scores, as build-index would; the ridge map is what `alignment.english_corrections` does."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    _, info = corrections(searcher, fit, titles, np.arange(len(searcher.papers)))
+    info.update(wall_s=round(time.perf_counter() - wall, 1), cpu_s=round(time.process_time() - cpu, 1))
+    return info
+
+
 def compare(path: Path, first: str, second: str, rounds: int = 2000) -> str:
     """Paired comparison of two variants' title ranks in a `--json` file: titles at rank 1 under one
     only, reciprocal ranks better / worse, and the MRR@10 difference with a bootstrap 95% interval."""
@@ -282,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", action="store_true", help="the quick dense-only screen of the title task instead")
     parser.add_argument("--mode", default="hybrid", choices=["dense", "hybrid"])
     parser.add_argument("--json", type=Path, help="also write the results here (with every title's rank)")
+    parser.add_argument("--fit-cost", action="store_true", help="only time the fit on every paper (build-index's)")
     parser.add_argument("--compare", nargs=3, metavar=("JSON", "A", "B"), help="paired title ranks of two variants")
     args = parser.parse_args(argv)
     if args.compare:
@@ -303,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.variant or list(VARIANTS):
             row: dict[str, Any] = {}
-            if args.proxy:
+            if args.fit_cost:
+                row["fit_cost"] = fit_cost(searcher, VARIANTS[name], titles)
+            elif args.proxy:
                 row["proxy"] = proxy(searcher, VARIANTS[name], titles)
             elif not args.no_title:
                 row["title"] = title_task(searcher, VARIANTS[name], titles, args.sample, args.mode)
