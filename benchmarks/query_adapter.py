@@ -256,8 +256,13 @@ def fit_cost(searcher: Searcher, fit: Fit, titles: np.ndarray) -> dict[str, Any]
     """Seconds (wall and this process's CPU) to fit the map on every paper and recompute the hub
     scores, as build-index would; the ridge map is what `alignment.english_corrections` does."""
     wall, cpu = time.perf_counter(), time.process_time()
-    _, info = corrections(searcher, fit, titles, np.arange(len(searcher.papers)))
+    (weights, _, _), info = corrections(searcher, fit, titles, np.arange(len(searcher.papers)))
     info.update(wall_s=round(time.perf_counter() - wall, 1), cpu_s=round(time.process_time() - cpu, 1))
+    # where the map puts the titles: mean cosine to their own paper's bullet centroid, and to all
+    mapped = map_queries(titles, weights)
+    centroids = bullet_centroids(searcher.bullet_matrix, searcher.bullet_offsets)
+    info["cos_own_centroid"] = round(float((mapped * centroids).sum(axis=1).mean()), 3)
+    info["cos_any_centroid"] = round(float(mapped.mean(axis=0) @ centroids.mean(axis=0)), 3)
     return info
 
 
