@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ SAMPLE = ROOT / "examples" / "sample"
 REAL_CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko" / "paper_logs"
 
 needs_real_corpus = pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason=f"real corpus not found at {REAL_CORPUS}")
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    """A writable copy of the bundled sample digests (without its README)."""
+    target = tmp_path / "corpus"
+    shutil.copytree(SAMPLE, target)
+    (target / "README.md").unlink()
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_backends import (
+from test_backends import (  # noqa: F401 (milvus_uri is a fixture used here)
     DIM,
-    MILVUS_ENV,
     QUERIES,
     Doc,
     Encoders,
@@ -29,11 +26,12 @@ from test_backends import (
     expected_papers,
     fit_encoders,
     make_docs,
+    milvus_uri,
     record,
+    store_opener,
 )
 
 from retrieval.backends.base import Backend, PaperRecord
-from retrieval.backends.embedded import EmbeddedBackend
 from retrieval.backends.sync import Fingerprints, record_fingerprint, sync_backend
 from retrieval.errors import UsageError
 from retrieval.models import Filters
@@ -49,38 +47,12 @@ def encoders(docs: list[Doc]) -> Encoders:
     return fit_encoders(docs)
 
 
-@pytest.fixture(scope="module")
-def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return os.environ.get(MILVUS_ENV) or str(tmp_path_factory.mktemp("milvus") / "lite.db")
-
-
 @pytest.fixture(params=["embedded", "milvus"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Backend]]:
     """Opens views of one fresh store of the backend under test."""
-    opened: list[Backend] = []
-    if request.param == "embedded":
-
-        def open_store() -> Backend:
-            opened.append(EmbeddedBackend(tmp_path / "store", DIM))
-            return opened[-1]
-    else:
-        from retrieval.backends.milvus import MilvusBackend
-
-        uri = request.getfixturevalue("milvus_uri")
-        prefix = "sync" + uuid.uuid4().hex[:8]
-
-        def open_store() -> Backend:
-            opened.append(MilvusBackend(uri, DIM, prefix=prefix, batch_size=6))
-            return opened[-1]
-
-    yield open_store
-    if request.param == "milvus" and opened:
-        client = opened[0]._client  # type: ignore[attr-defined]
-        for name in client.list_collections():
-            if name.startswith(prefix + "_"):
-                client.drop_collection(name)
-    for backend in opened:
-        backend.close()
+    uri = request.getfixturevalue("milvus_uri") if request.param == "milvus" else ""
+    with store_opener(request.param, tmp_path, uri, batch_size=6) as open_store:
+        yield open_store
 
 
 def records_of(docs: list[Doc], enc: Encoders) -> list[PaperRecord]:

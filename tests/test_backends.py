@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,11 +179,12 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 Opener = Callable[[], Backend]
 
 
-@pytest.fixture(params=["embedded", "milvus"])
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens a backend on one fresh store; every call opens another view of the same store."""
+@contextmanager
+def store_opener(kind: str, tmp_path: Path, milvus_uri: str, batch_size: int) -> Iterator[Opener]:
+    """Opens views of one fresh store of backend `kind`; drops its Milvus collections afterwards."""
     opened: list[Backend] = []
-    if request.param == "embedded":
+    prefix = "t" + uuid.uuid4().hex[:10]
+    if kind == "embedded":
 
         def open_store() -> Backend:
             opened.append(EmbeddedBackend(tmp_path / "store", DIM))
@@ -190,21 +192,28 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     else:
         from retrieval.backends.milvus import MilvusBackend
 
-        uri = request.getfixturevalue("milvus_uri")
-        prefix = "t" + uuid.uuid4().hex[:10]
-
         def open_store() -> Backend:
-            opened.append(MilvusBackend(uri, DIM, prefix=prefix, batch_size=7))
+            opened.append(MilvusBackend(milvus_uri, DIM, prefix=prefix, batch_size=batch_size))
             return opened[-1]
 
-    yield open_store
-    if request.param == "milvus" and opened:
-        client = opened[0]._client  # type: ignore[attr-defined]
-        for name in client.list_collections():
-            if name.startswith(prefix + "_"):
-                client.drop_collection(name)
-    for backend in opened:
-        backend.close()
+    try:
+        yield open_store
+    finally:
+        if kind == "milvus" and opened:
+            client = opened[0]._client  # type: ignore[attr-defined]
+            for name in client.list_collections():
+                if name.startswith(prefix + "_"):
+                    client.drop_collection(name)
+        for backend in opened:
+            backend.close()
+
+
+@pytest.fixture(params=["embedded", "milvus"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens a backend on one fresh store; every call opens another view of the same store."""
+    uri = request.getfixturevalue("milvus_uri") if request.param == "milvus" else ""
+    with store_opener(request.param, tmp_path, uri, batch_size=7) as open_store:
+        yield open_store
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, SAMPLE
+from conftest import FIXTURES
 
 from retrieval.corpus import load_corpus, text_hash
 from retrieval.embedding import FakeEmbedder
@@ -56,14 +56,6 @@ class CountingEmbedder:
         self.passages.clear()
         self.queries.clear()
         self.calls.clear()
-
-
-@pytest.fixture()
-def corpus(tmp_path: Path) -> Path:
-    target = tmp_path / "corpus"
-    shutil.copytree(SAMPLE, target)
-    (target / "README.md").unlink()
-    return target
 
 
 @pytest.fixture()

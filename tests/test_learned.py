@@ -54,14 +54,6 @@ MODELS = LearnedModels(
 
 
 @pytest.fixture()
-def corpus(tmp_path: Path) -> Path:
-    target = tmp_path / "corpus"
-    shutil.copytree(SAMPLE, target)
-    (target / "README.md").unlink()
-    return target
-
-
-@pytest.fixture()
 def tuning_file(tmp_path: Path) -> Path:
     path = tmp_path / "tuning.jsonl"
     lines = [json.dumps({"q": q, "ids": [i], "lang": lang}, ensure_ascii=False) for q, i, lang in TUNING]
