@@ -252,7 +252,7 @@ def build_index(
             # FAISS and BLAS release the GIL: the query map and hub scores are computed while Kiwi
             # tokenises and BM25 indexes.
             hub_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubness")
-            kept_map, drift = _kept_query_map(directory, previous, embedder, keys, previous_keys, len(corpus.papers))
+            kept_map, drift = _kept_query_map(directory, previous, embedder, changed, len(corpus.papers))
             hub_future = hub_worker.submit(
                 english_corrections, bullet_vectors, offsets, title_queries, np.arange(len(corpus.papers)), kept_map
             )
@@ -348,14 +348,13 @@ def _kept_query_map(
     directory: IndexDirectory,
     previous: Manifest | None,
     embedder: Embedder,
-    keys: set[tuple[str, str]],
-    previous_keys: set[tuple[str, str]],
+    changed: int,
     papers: int,
 ) -> tuple[np.ndarray | None, int]:
-    """The live version's query map to keep (None: fit a new one) and the drift to record."""
+    """The live version's query map to keep (None: fit a new one) and the drift to record;
+    `changed`: papers added, removed or changed by this build."""
     if previous is None or previous.model != embedder.name:
         return None, 0
-    changed = len({arxiv_id for arxiv_id, _ in keys ^ previous_keys})
     drift = int(previous.build.get(QUERY_MAP_DRIFT, 0)) + changed
     if drift > max(QUERY_MAP_MAX_DRIFT * papers, QUERY_MAP_MIN_DRIFT):
         return None, 0

@@ -9,7 +9,6 @@ version before its manifest lists the files (`write`). `report` is what `BuildRe
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.backends.records import SPARSE_DIR, SparseDocuments
 from retrieval.corpus import Paper, text_hash
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, UsageError
@@ -26,8 +24,7 @@ from retrieval.evaluation import EvalQuery, load_query_file
 from retrieval.ids import split_arxiv_ids
 from retrieval.learned import LEARNED_FILE, LearnedModels, LearnOptions, carried, read_learned, refit_reason
 from retrieval.lexical import KoreanEnglishTokenizer
-from retrieval.store import SUMMARY_RANKS_FILE, TERM_MAP_FILE, EmbeddingCache, IndexData, IndexDirectory, Manifest
-from retrieval.termmap import TermMap
+from retrieval.store import EmbeddingCache, IndexData, IndexDirectory, Manifest, read_lexical_parts
 
 
 def read_tuning(path: Path | None) -> tuple[list[EvalQuery], str | None]:
@@ -154,6 +151,7 @@ class LearningStep:
         assert self.options.tuning_queries is not None
         where = {"tuning_queries_path": str(self.options.tuning_queries.resolve())}
         hub_bullets, hub_papers, query_map = corrections
+        sparse, term_map, summary_ranks = read_lexical_parts(target)
         data = IndexData(
             manifest=manifest,
             papers=papers,
@@ -164,9 +162,9 @@ class LearningStep:
             hub_bullets=hub_bullets,
             hub_papers=hub_papers,
             query_map=query_map,
-            sparse=SparseDocuments.load(target / SPARSE_DIR),
-            term_map=TermMap.from_json(json.loads((target / TERM_MAP_FILE).read_text(encoding="utf-8"))),
-            summary_ranks=np.load(target / SUMMARY_RANKS_FILE, allow_pickle=False),
+            sparse=sparse,
+            term_map=term_map,
+            summary_ranks=summary_ranks,
         )
         searcher = Searcher(data, self.embedder, tokenizer=self.tokenizer)
         try:

@@ -416,6 +416,14 @@ def _not_found_message(path: Path) -> str:
     return message
 
 
+def read_lexical_parts(version: Path) -> tuple[SparseDocuments, TermMap, np.ndarray]:
+    """A version's BM25 weights, term map and summary ranks (`load_index`'s reading of them; the
+    build's learning step reads them from the version it is writing)."""
+    sparse = SparseDocuments.load(version / SPARSE_DIR)
+    term_map = TermMap.from_json(json.loads((version / TERM_MAP_FILE).read_text(encoding="utf-8")))
+    return sparse, term_map, np.load(version / SUMMARY_RANKS_FILE, allow_pickle=False)
+
+
 def load_index(path: Path | str, expected_model: str | None = None) -> IndexData:
     """Load and validate the live version of an index directory.
 
@@ -444,9 +452,7 @@ def load_index(path: Path | str, expected_model: str | None = None) -> IndexData
         hub_bullets = np.load(version / HUB_BULLETS_FILE, allow_pickle=False)
         hub_papers = np.load(version / HUB_PAPERS_FILE, allow_pickle=False)
         query_map = np.load(version / QUERY_MAP_FILE, allow_pickle=False)
-        sparse = SparseDocuments.load(version / SPARSE_DIR)
-        term_map = TermMap.from_json(json.loads((version / TERM_MAP_FILE).read_text(encoding="utf-8")))
-        summary_ranks = np.load(version / SUMMARY_RANKS_FILE, allow_pickle=False)
+        sparse, term_map, summary_ranks = read_lexical_parts(version)
         learned_text = (version / LEARNED_FILE).read_text(encoding="utf-8") if LEARNED_FILE in manifest.files else None
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
         raise IndexCorruptError(
