@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retrieval.embedding import DEFAULT_MODEL
+from retrieval.refit import REFIT_PERCENT
 
 if TYPE_CHECKING:
     from retrieval.learned import LearnOptions
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
     )
     learned_title_sample: int = Field(default=300, ge=1, description="title-task queries the learned models see")
     learned_refit_percent: float = Field(
-        default=5.0, ge=0, le=100, description="refit the learned models once this share of papers changed"
+        default=REFIT_PERCENT, ge=0, le=100, description="refit the learned models once this share of papers changed"
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -25,6 +25,7 @@ from retrieval.hubness import bullet_centroids, summary_ranks
 from retrieval.learned import LearnOptions
 from retrieval.learning import LearningStep
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
+from retrieval.refit import refit_due
 from retrieval.store import (
     CACHE_FILE,
     FORMAT_VERSION,
@@ -335,12 +336,9 @@ def build_index(
         )
 
 
-# The query map (and with it every hubness offset) is refitted once the papers changed since its
-# fit exceed this share of the corpus (or `QUERY_MAP_MIN_DRIFT` papers, whichever is more); until
-# then an incremental build keeps it, so unchanged papers keep their records and an external
-# backend re-writes only what changed. A day's digest is ~0.3 % of the corpus.
-QUERY_MAP_MAX_DRIFT = 0.05
-QUERY_MAP_MIN_DRIFT = 25
+# The query map (and with it every hubness offset) is carried by an incremental build until the
+# papers changed since its fit make a refit due (retrieval/refit.py, the rule the learned models
+# share).
 QUERY_MAP_DRIFT = "query_map_drift"  # manifest.build: papers changed since the map was fitted
 
 
@@ -356,7 +354,7 @@ def _kept_query_map(
     if previous is None or previous.model != embedder.name:
         return None, 0
     drift = int(previous.build.get(QUERY_MAP_DRIFT, 0)) + changed
-    if drift > max(QUERY_MAP_MAX_DRIFT * papers, QUERY_MAP_MIN_DRIFT):
+    if refit_due(drift, papers):
         return None, 0
     version = directory.current_version()
     try:

@@ -7,8 +7,9 @@ searcher takes its fusion weights and its relevance calibration from there (`sea
 only for an index whose build had too little training data (the 12-paper sample, the test
 fixtures) or that predates this file.
 
-A rebuild whose corpus changed little since the models were fitted (fewer than `refit_percent`
-of the papers, counted over every build since the fit) carries them forward unchanged: the fit
+A rebuild whose corpus changed little since the models were fitted (retrieval/refit.py: fewer
+than `refit_percent` of the papers, counted over every build since the fit) carries them forward
+unchanged: the fit
 costs seconds, and a day of new papers does not move a logistic regression over five legs.
 Everything is plain JSON, never pickle.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retrieval.refit import REFIT_PERCENT, refit_due, refit_share
 from retrieval.relevance import Calibration, calibration_for
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ class LearnOptions:
     tuning_queries: Path | None = None
     title_sample: int = 300
     seed: int = 0
-    refit_percent: float = 5.0
+    refit_percent: float = REFIT_PERCENT
     min_queries: int = 100
 
 
@@ -147,9 +149,9 @@ def refit_reason(
         return "no models in the previous version"
     if dict(previous.fitted_on.get("inputs", {})) != dict(inputs):
         return "the training inputs changed"
-    papers = int(previous.fitted_on.get("papers", 0))
-    share = 100.0 * (previous.drift + changed) / max(papers, 1)
-    if share >= refit_percent:
+    papers, drift = int(previous.fitted_on.get("papers", 0)), previous.drift + changed
+    if refit_due(drift, papers, refit_percent):
+        share = refit_share(drift, papers)
         return f"{share:.1f}% of the papers changed since the fit (refit at {refit_percent:g}%)"
     return None
 

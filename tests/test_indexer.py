@@ -290,6 +290,7 @@ def test_a_small_change_keeps_the_query_map_and_a_large_drift_refits_it(
     """Unchanged papers keep their hubness offsets (and so their backend records) while few
     papers changed since the query map was fitted; past the drift limit the map is refitted."""
     import retrieval.indexer as indexer
+    import retrieval.refit as refit
 
     index, embedder = built
     before = load_index(index)
@@ -305,8 +306,7 @@ def test_a_small_change_keeps_the_query_map_and_a_large_drift_refits_it(
     others = owner != 0
     assert np.allclose(kept.hub_bullets[others], before.hub_bullets[others])  # the edited paper's own may move
 
-    monkeypatch.setattr(indexer, "QUERY_MAP_MIN_DRIFT", 0)
-    monkeypatch.setattr(indexer, "QUERY_MAP_MAX_DRIFT", 0.0)
+    monkeypatch.setattr(refit, "REFIT_MIN_PAPERS", 0)  # now one paper of 12 (8 %) makes a refit due
     digest.write_text(digest.read_text(encoding="utf-8").replace(" 변경\n", " 다시 변경\n"), encoding="utf-8")
     build_index(corpus, index, embedder, tokenizer=tokenizer)
     refitted = load_index(index)

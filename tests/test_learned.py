@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE
 
+import retrieval.refit as refit
 from retrieval.cli import main
 from retrieval.embedding import FakeEmbedder, load_embedder
 from retrieval.errors import IndexCorruptError, QueryFileError
@@ -133,8 +134,9 @@ def test_build_fits_then_an_unchanged_rebuild_carries_the_models(
 
 
 def test_a_small_change_carries_the_models_and_a_larger_one_refits(
-    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
+    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(refit, "REFIT_MIN_PAPERS", 1)  # the sample has 12 papers
     index = tmp_path / "index"
     learning = options(tuning_file, refit_percent=15.0)  # one paper of 12 is 8 %
     build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=learning)
@@ -171,9 +173,10 @@ def test_changed_tuning_queries_refit_even_on_an_unchanged_corpus(
 
 
 def test_an_index_keeps_its_tuning_file_when_a_build_names_none(
-    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
+    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Like its model: `watch` or a plain rebuild must not drop the learned models."""
+    monkeypatch.setattr(refit, "REFIT_MIN_PAPERS", 1)  # the sample has 12 papers
     index = tmp_path / "index"
     build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(tuning_file))
     stored = load_index(index).learned
@@ -314,9 +317,12 @@ def test_settings_follow_each_version_across_reloads() -> None:
 
 def test_refit_rule() -> None:
     inputs = {"model": "fake:64"}
-    previous = replace(MODELS, fitted_on={"papers": 100, "inputs": inputs}, drift=3)
-    assert refit_reason(previous, inputs, 1, 5.0) is None  # 4 of 100 changed since the fit
-    assert "5.0% of the papers" in str(refit_reason(previous, inputs, 2, 5.0))
+    previous = replace(MODELS, fitted_on={"papers": 1000, "inputs": inputs}, drift=30)
+    assert refit_reason(previous, inputs, 19, 5.0) is None  # 49 of 1,000 changed since the fit
+    assert "5.0% of the papers" in str(refit_reason(previous, inputs, 20, 5.0))
+    small = replace(previous, fitted_on={"papers": 100, "inputs": inputs}, drift=3)
+    assert refit_reason(small, inputs, 20, 5.0) is None  # 23 % of the papers, but under 25 papers
+    assert refit_reason(small, inputs, 22, 5.0) is not None
     assert refit_reason(previous, {"model": "other"}, 0, 5.0) == "the training inputs changed"
     assert refit_reason(None, inputs, 0, 5.0) == "no models in the previous version"
 
