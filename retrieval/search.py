@@ -27,6 +27,7 @@ from retrieval.corpus import Paper
 from retrieval.embedding import Embedder
 from retrieval.errors import IndexMismatchError, PaperNotFoundError, SearcherClosedError, UsageError
 from retrieval.explain import Explainer
+from retrieval.filtering import FilterColumns
 from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
@@ -186,10 +187,7 @@ class Searcher:
         counts = np.array([len(p.bullets) for p in self.papers], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._row_paper = np.repeat(np.arange(len(self.papers)), counts)
-        self._votes = np.array([p.votes if p.votes is not None else -1 for p in self.papers], dtype=np.int64)
-        self._first_date = np.array([min(p.dates) if p.dates else "" for p in self.papers])
-        self._last_date = np.array([max(p.dates) if p.dates else "" for p in self.papers])
-        self._authors = [" | ".join(p.authors).lower() for p in self.papers]
+        self._filters = FilterColumns.of_papers(self.papers)
         self._names = NameIndex([p.title for p in self.papers])
         self._bullet_matrix = index.bullet_vectors.reconstruct_n(0, index.bullet_vectors.ntotal)
         self._title_matrix = index.title_vectors.reconstruct_n(0, index.title_vectors.ntotal)
@@ -305,7 +303,7 @@ class Searcher:
             strong[list(exact)] = True
             strong &= np.isfinite(fused) & mask
             strong[first] = True
-            counts = {"months": month_counts(self._first_date[strong])}
+            counts = {"months": month_counts(self._filters.first[strong])}
         return SearchResponse(
             query=query,
             mode=mode,
@@ -657,17 +655,7 @@ class Searcher:
         return np.maximum.reduceat(rows, self._offsets[:-1]).astype(np.float32)
 
     def _filter_mask(self, filters: Filters) -> np.ndarray:
-        mask = np.ones(len(self.papers), dtype=bool)
-        if filters.date_from:
-            mask &= self._last_date >= filters.date_from
-        if filters.date_to:
-            mask &= self._first_date <= filters.date_to
-        if filters.min_votes is not None:
-            mask &= self._votes >= filters.min_votes
-        if filters.author:
-            needle = filters.author.strip().lower()
-            mask &= np.array([needle in a for a in self._authors], dtype=bool)
-        return mask
+        return self._filters.passing(filters)
 
     def _hit(
         self,

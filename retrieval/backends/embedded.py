@@ -25,6 +25,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -41,10 +42,11 @@ from retrieval.backends.base import (
     check_version_name,
 )
 from retrieval.backends.dense import DenseIndex, DenseIndexConfig, IndexType
-from retrieval.backends.records import SparseDocuments, paper_filter_fields
+from retrieval.backends.records import SparseDocuments
 from retrieval.backends.sparse import rows_to_csr
 from retrieval.corpus import Paper
 from retrieval.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, UsageError
+from retrieval.filtering import FilterColumns, paper_filter_fields
 from retrieval.models import Filters
 
 __all__ = ["DenseIndexConfig", "EmbeddedBackend", "IndexType"]  # config re-exported from dense
@@ -133,21 +135,13 @@ class _Columns:
             sparse={k: _stack(self.sparse[k], other.sparse[k]) for k in SPARSE_FIELDS},
         )
 
+    @cached_property
+    def filters(self) -> FilterColumns:
+        return FilterColumns(self.first, self.last, self.votes, self.authors)
+
     def paper_mask(self, filters: Filters) -> np.ndarray | None:
-        """Papers passing `filters` (None: no filter at all). Dates overlap [first, last]."""
-        if filters == Filters():
-            return None
-        mask = np.ones(len(self.paper_ids), dtype=bool)
-        if filters.date_from:
-            mask &= self.last >= filters.date_from
-        if filters.date_to:
-            mask &= self.first <= filters.date_to
-        if filters.min_votes is not None:
-            mask &= self.votes >= filters.min_votes
-        if filters.author:
-            needle = filters.author.strip().lower()
-            mask &= np.fromiter((needle in a for a in self.authors), dtype=bool, count=len(self.authors))
-        return mask
+        """Papers passing `filters` (None: no filter at all), computed once per filters and version."""
+        return self.filters.mask(filters)
 
 
 @dataclass(frozen=True, eq=False)

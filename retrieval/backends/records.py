@@ -23,8 +23,9 @@ from retrieval.backends.base import PaperRecord, SparseField, augment
 from retrieval.backends.sparse import SparseEncoder, rows_to_csr
 from retrieval.corpus import Paper
 from retrieval.errors import IndexCorruptError
+from retrieval.filtering import paper_filter_fields
 
-__all__ = ["SPARSE_DIR", "SparseDocuments", "paper_records", "paper_filter_fields"]
+__all__ = ["SPARSE_DIR", "SparseDocuments", "paper_records"]
 
 SPARSE_DIR = "sparse"
 SPARSE_FIELDS: tuple[SparseField, ...] = ("bullets", "summary", "title")
@@ -109,13 +110,6 @@ class SparseDocuments:
                     f"{where / SPARSE_DIR / kind}.npz has {self.matrices[kind].shape[0]} rows for {size} documents; "
                     "rebuild the index"
                 )
-
-
-def paper_filter_fields(paper: Paper) -> tuple[str, str, int, str]:
-    """(first date, last date, votes or -1, lower-cased authors joined by " | ") of a paper."""
-    dates = sorted(paper.dates) or ["1970-01-01"]
-    votes = paper.votes if paper.votes is not None else -1
-    return dates[0], dates[-1], votes, " | ".join(paper.authors).lower()
 
 
 def _csr_row(matrix: sp.csr_matrix, row: int) -> dict[int, float]:
