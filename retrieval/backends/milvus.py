@@ -169,6 +169,8 @@ class MilvusBackend(Backend):
     leftovers removed by `begin_version`, `publish` and `collect`).
     """
 
+    parallel_asks = True
+
     def __init__(
         self,
         uri: str,
