@@ -30,8 +30,6 @@ the uncorrected best).
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,64 +40,30 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.alignment import english_corrections, map_queries  # noqa: E402
-from retrieval.evaluation import load_query_file, paper_era, title_fold, warm_query_vectors  # noqa: E402
+from retrieval import rerank  # noqa: E402
+from retrieval.alignment import english_corrections  # noqa: E402
+from retrieval.evaluation import load_query_file, title_fold, warm_query_vectors  # noqa: E402
 from retrieval.indexer import embed_with_cache  # noqa: E402
-from retrieval.names import name_key, short_name  # noqa: E402
-from retrieval.search import ALL_FIELDS, Field_, Searcher, fuse  # noqa: E402
+from retrieval.rerank import PaperTables, candidate_features  # noqa: E402
+from retrieval.search import ALL_FIELDS, Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 from retrieval.store import CACHE_FILE, EmbeddingCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "benchmarks" / "queries"
-DEPTH = 50  # candidates collected per query; N = 30 uses the first 30 of them
+DEPTH = rerank.DEPTH  # candidates collected per query; N = 30 uses the first 30 of them
 CV_FOLDS = 6
-LEGS = ("dense_best_bullet", "dense_centroid", "dense_title", "lexical_summary", "lexical_title")
-ERA = {"plain": 0.0, "vote-authors": 1.0, "labelled": 2.0}
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_LATIN_TERM = re.compile(r"^[a-z0-9][a-z0-9.\-+]*$")
-_NAME_LIKE = re.compile(r"^(?=.*[A-Za-z])(?:.*[a-z].*[A-Z]|.*[A-Z]{2}|.*\d)")  # LLaMA, GPT-4o, SDXL, Mamba2
-
-LEG_FEATURES = [f"{leg}:{kind}" for leg in LEGS for kind in ("z", "raw", "log_rank")]
-FUSED_FEATURES = ["fused", "fused_rank", "fused_gap_top", "fused_gap_next", "fused_gap_rel"]
-QUERY_FEATURES = ["q_latin", "q_words", "q_colon", "q_name_like", "q_terms", "q_numbers"]
-PAPER_FEATURES = ["p_era", "p_bullets", "p_hub"]
-LEXICAL_FEATURES = ["cov_idf", "cov_latin_idf", "cov_count", "name_in_summary", "name_words_in_summary",
-                    "numbers_matched", "best_bullet_bm25", "best_bullet_share"]  # fmt: skip
-COSINE_FEATURES = ["cos_second", "cos_mean", "cos_gap12", "cos_plain_best"]
-FEATURES = LEG_FEATURES + FUSED_FEATURES + QUERY_FEATURES + PAPER_FEATURES + LEXICAL_FEATURES + COSINE_FEATURES
+FEATURES = rerank.FEATURES
 # Feature groups for the variants ("legs" is what the linear fusion already sees, in other forms).
 GROUPS = {
-    "legs": LEG_FEATURES + FUSED_FEATURES,
-    "query": QUERY_FEATURES,
-    "paper": PAPER_FEATURES,
-    "lexical": LEXICAL_FEATURES,
-    "cosine": COSINE_FEATURES,
+    "legs": rerank.LEG_FEATURES + rerank.FUSED_FEATURES,
+    "query": rerank.QUERY_FEATURES,
+    "paper": rerank.PAPER_FEATURES,
+    "lexical": rerank.LEXICAL_FEATURES,
+    "cosine": rerank.COSINE_FEATURES,
 }
 
 
-# ----------------------------------------------------------------------------- per-corpus tables
-@dataclass(frozen=True)
-class PaperTables:
-    """What the features read per paper, computed once: summary text keys, numbers, era, size."""
-
-    keys: list[str]  # name_key of the whole summary (bullets joined)
-    numbers: list[frozenset[str]]
-    era: np.ndarray
-    bullets: np.ndarray
-
-    @classmethod
-    def of(cls, searcher: Searcher) -> PaperTables:
-        texts = [" ".join(b.text for b in p.bullets) for p in searcher.papers]
-        return cls(
-            keys=[name_key(t) for t in texts],
-            numbers=[frozenset(_NUMBER.findall(t)) for t in texts],
-            era=np.array([ERA[paper_era(p)] for p in searcher.papers]),
-            bullets=np.array([len(p.bullets) for p in searcher.papers], dtype=np.float64),
-        )
-
-
-# ----------------------------------------------------------------------------- features of one query
 @dataclass
 class Candidates:
     """One query's top candidates (paper indexes, default order) and their feature rows."""
@@ -110,117 +74,17 @@ class Candidates:
     seconds_features: float  # the features on top
 
 
-def leg_rank(scores: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """1-based rank of each candidate in a leg (NaN scores count as unscored: below every score)."""
-    filled = np.nan_to_num(scores.astype(np.float64), nan=-np.inf)
-    ascending = np.sort(filled)
-    ranks = 1.0 + len(filled) - np.searchsorted(ascending, filled[top], side="right")
-    return np.where(np.isfinite(filled[top]), ranks, len(scores) + 1.0)
-
-
-def query_features(text: str, english: float, terms: Sequence[str]) -> list[float]:
-    words = text.split()
-    name = short_name(text)
-    name_like = any(_NAME_LIKE.match(w) for w in words)
-    numbers = len(_NUMBER.findall(text))
-    return [english, float(len(words)), float(name is not None), float(name_like), float(len(terms)), float(numbers)]
-
-
-def lexical_features(searcher: Searcher, tables: PaperTables, text: str, own_terms: Sequence[str],
-                     terms: Sequence[str], top: np.ndarray, summary_bm25: np.ndarray,
-                     fields: tuple[Field_, ...]) -> np.ndarray:  # fmt: skip
-    """(candidates, LEXICAL_FEATURES): coverage of the query's terms in each candidate's summary,
-    its name and numbers found there, and the best single bullet's BM25 against the summary's."""
-    sparse = searcher.index.sparse
-    encoder = sparse.encoders["summary"]
-    out = np.zeros((len(top), len(LEXICAL_FEATURES)))
-    known = {t: encoder.vocab[t] for t in dict.fromkeys(own_terms) if t in encoder.vocab}
-    if known:
-        ids = list(known.values())
-        idf = np.array([math.log(1 + (encoder.n_docs - encoder.doc_freq.get(i, 0) + 0.5)
-                                 / (encoder.doc_freq.get(i, 0) + 0.5)) for i in ids])  # fmt: skip
-        present = sparse.matrices["summary"][top][:, ids].toarray() > 0
-        latin = np.array([bool(_LATIN_TERM.match(t)) for t in known])
-        out[:, 0] = present @ idf / idf.sum()
-        out[:, 1] = (present[:, latin] @ idf[latin] / idf[latin].sum()) if latin.any() else -1.0
-        out[:, 2] = present.sum(axis=1) / len(ids)
-    name = short_name(text)
-    key = name_key(name) if name else ""
-    name_words = [name_key(w) for w in text.split() if _NAME_LIKE.match(w)]
-    name_words = [w for w in name_words if len(w) >= 2]
-    numbers = set(_NUMBER.findall(text))
-    for row, pi in enumerate(top):
-        summary = tables.keys[pi]
-        out[row, 3] = float(key in summary) if key else -1.0
-        out[row, 4] = (sum(w in summary for w in name_words) / len(name_words)) if name_words else -1.0
-        out[row, 5] = (len(numbers & tables.numbers[pi]) / len(numbers)) if numbers else -1.0
-    if "bullets" in fields and terms:
-        offsets = searcher.bullet_offsets
-        rows = np.concatenate([np.arange(offsets[pi], offsets[pi + 1]) for pi in top])
-        per_bullet = sparse.scores("bullets", list(terms), rows)
-        starts = np.concatenate([[0], np.cumsum(offsets[top + 1] - offsets[top])[:-1]])
-        best = np.maximum.reduceat(per_bullet, starts) if len(per_bullet) else np.zeros(len(top))
-        out[:, 6] = best
-        out[:, 7] = best / (np.nan_to_num(summary_bm25, nan=0.0) + 1e-6)
-    return out
-
-
-def cosine_features(searcher: Searcher, qvec: np.ndarray, english: float, top: np.ndarray,
-                    fields: tuple[Field_, ...]) -> np.ndarray:  # fmt: skip
-    """(candidates, COSINE_FEATURES): the bullets' corrected cosines as the best-bullet leg scores
-    them (second best, mean, best minus second) and the best cosine without any correction."""
-    out = np.zeros((len(top), len(COSINE_FEATURES)))
-    if "bullets" not in fields:
-        return out
-    query_map, hub_bullets, _ = searcher.english_corrections
-    towards = map_queries(qvec, query_map, english)[0] if english > 0 else qvec.astype(np.float32)
-    offsets, matrix = searcher.bullet_offsets, searcher.bullet_matrix
-    weight = english * searcher.settings.hubness_bullets
-    for row, pi in enumerate(top):
-        block = matrix[offsets[pi] : offsets[pi + 1]]
-        corrected = np.sort(block @ towards - weight * hub_bullets[offsets[pi] : offsets[pi + 1]])[::-1]
-        second = corrected[1] if len(corrected) > 1 else corrected[0]
-        out[row] = [second, corrected.mean(), corrected[0] - second, float((block @ qvec).max())]
-    return out
-
-
 def candidates_of(searcher: Searcher, tables: PaperTables, text: str, qvec: np.ndarray,
                   fields: tuple[Field_, ...], depth: int = DEPTH) -> Candidates:  # fmt: skip
     """The query's top `depth` papers under the searcher's default hybrid ranking (as `search`
     ranks them: legs, fusion, exact-name boost, ties by paper order) and their features."""
     started = time.perf_counter()
-    analysed = searcher.analyse(text)
-    english, terms = analysed.english, analysed.terms
-    legs = searcher.dense_legs(qvec, english, fields) + searcher.lexical_legs(terms, english, fields)
-    fusion = fuse(legs, len(searcher.papers), searcher.settings.z_depth)
-    fused = searcher._boost_names(fusion.fused, analysed.text, fields)  # noqa: SLF001 (the product's order)
-    finite = np.flatnonzero(np.isfinite(fused))
-    top = finite[np.lexsort((finite, -fused[finite]))][:depth]
+    query = searcher.query_legs(text, qvec, fields)
+    finite = np.flatnonzero(np.isfinite(query.fused))
+    top = finite[np.lexsort((finite, -query.fused[finite]))][:depth]
     searched = time.perf_counter()
-
-    z_of = {leg.name: z for leg, z in fusion.parts}
-    raw_of = {leg.name: leg.scores for leg in legs}
-    columns: list[np.ndarray] = []
-    for name in LEGS:
-        if name in raw_of:
-            raw = raw_of[name]
-            columns += [z_of.get(name, np.zeros(len(fused)))[top], np.nan_to_num(raw[top], nan=0.0),
-                        np.log(leg_rank(raw, top))]  # fmt: skip
-        else:
-            columns += [np.zeros(len(top)), np.zeros(len(top)), np.full(len(top), math.log(len(fused) + 1))]
-    f = fused[top]
-    gap_rel = (f[0] - f) / (f[0] - f[min(9, len(f) - 1)] + 1e-6)
-    columns += [f, np.arange(len(top), dtype=np.float64), f[0] - f, np.r_[f[:-1] - f[1:], 0.0], gap_rel]
-    q = query_features(analysed.text, english, analysed.own_terms)
-    columns += [np.full(len(top), v) for v in q]
-    _, _, hub_papers = searcher.english_corrections
-    columns += [tables.era[top], tables.bullets[top], hub_papers[top].astype(np.float64)]
-    summary_raw = raw_of.get("lexical_summary", np.full(len(fused), np.nan))[top]
-    x = np.column_stack(columns)
-    x = np.hstack([x, lexical_features(searcher, tables, analysed.text, analysed.own_terms, terms, top, summary_raw,
-                                       fields), cosine_features(searcher, qvec, english, top, fields)])  # fmt: skip
-    assert x.shape[1] == len(FEATURES)
-    return Candidates(top, x.astype(np.float32), searched - started, time.perf_counter() - searched)
+    x = candidate_features(searcher, tables, query, top, fields)
+    return Candidates(top, x, searched - started, time.perf_counter() - searched)
 
 
 # ----------------------------------------------------------------------------- collecting the query sets
@@ -494,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = [p.title.strip() for p in searcher.papers]
         texts += [q.q for name in ("dev.jsonl", "test.jsonl") for q in load_query_file(QUERIES / name)]
         searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, texts)
-        tables = PaperTables.of(searcher)
+        tables = PaperTables.of(searcher.papers)
         blocks = title_blocks(searcher, tables)
         blocks["dev"] = file_block(searcher, tables, QUERIES / "dev.jsonl")
         blocks["test"] = file_block(searcher, tables, QUERIES / "test.jsonl")  # scored only with --test

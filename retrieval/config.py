@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     learned_refit_percent: float = Field(
         default=5.0, ge=0, le=100, description="refit the learned models once this share of papers changed"
     )
+    learned_rerank: bool = Field(default=True, description="fit the second-stage re-ranker with the learned models")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
             tuning_queries=self.tuning_queries,
             title_sample=self.learned_title_sample,
             refit_percent=self.learned_refit_percent,
+            rerank=self.learned_rerank,
         )
 
     @field_validator("api_token", "milvus_token", "milvus_uri", mode="before")
