@@ -127,6 +127,14 @@ def leg_columns(query: QueryLegs, top: np.ndarray) -> list[np.ndarray]:
     return columns
 
 
+def _spans(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every position of the ranges [starts[i], ends[i]) and the range each belongs to."""
+    lengths = ends - starts
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return first + np.arange(len(owner)), owner
+
+
 def lexical_features(searcher: Searcher, tables: PaperTables, query: QueryLegs, top: np.ndarray,
                      fields: tuple[Field_, ...]) -> np.ndarray:  # fmt: skip
     """(candidates, LEXICAL_FEATURES): coverage of the query's terms in each candidate's summary,
@@ -136,10 +144,17 @@ def lexical_features(searcher: Searcher, tables: PaperTables, query: QueryLegs, 
     out = np.zeros((len(top), len(LEXICAL_FEATURES)))
     known = {t: encoder.vocab[t] for t in dict.fromkeys(query.own_terms) if t in encoder.vocab}
     if known:
-        ids = list(known.values())
-        df = np.array([encoder.doc_freq.get(i, 0) for i in ids], dtype=np.float64)
+        ids = np.array(list(known.values()), dtype=np.int64)
+        df = np.array([encoder.doc_freq.get(int(i), 0) for i in ids], dtype=np.float64)
         idf = np.log(1 + (encoder.n_docs - df + 0.5) / (df + 0.5))
-        present = sparse.matrices["summary"][top][:, ids].toarray() > 0
+        matrix = sparse.matrices["summary"]
+        nnz, row = _spans(matrix.indptr[top], matrix.indptr[top + 1])
+        terms = matrix.indices[nnz]
+        order = np.argsort(ids, kind="stable")
+        at = np.minimum(np.searchsorted(ids[order], terms), len(ids) - 1)
+        hit = ids[order][at] == terms
+        present = np.zeros((len(top), len(ids)), dtype=bool)
+        present[row[hit], order[at[hit]]] = True
         latin = np.array([bool(_LATIN_TERM.match(t)) for t in known])
         out[:, 0] = present @ idf / idf.sum()
         out[:, 1] = (present[:, latin] @ idf[latin] / idf[latin].sum()) if latin.any() else -1.0
@@ -148,17 +163,22 @@ def lexical_features(searcher: Searcher, tables: PaperTables, query: QueryLegs, 
     key = name_key(name) if name else ""
     name_words = [w for w in (name_key(w) for w in query.text.split() if _NAME_LIKE.match(w)) if len(w) >= 2]
     numbers = set(_NUMBER.findall(query.text))
-    for row, pi in enumerate(top):
+    out[:, 3:6] = -1.0  # not applicable unless the query has a name, name-like words or numbers
+    for row_, pi in enumerate(top if key or name_words or numbers else []):
         summary = tables.keys[pi]
-        out[row, 3] = float(key in summary) if key else -1.0
-        out[row, 4] = (sum(w in summary for w in name_words) / len(name_words)) if name_words else -1.0
-        out[row, 5] = (len(numbers & tables.numbers[pi]) / len(numbers)) if numbers else -1.0
-    if "bullets" in fields and query.terms:
-        offsets = searcher.bullet_offsets
-        rows = np.concatenate([np.arange(offsets[pi], offsets[pi + 1]) for pi in top])
-        per_bullet = searcher.index.sparse.scores("bullets", list(query.terms), rows)
-        starts = np.concatenate([[0], np.cumsum(offsets[top + 1] - offsets[top])[:-1]])
-        best = np.maximum.reduceat(per_bullet, starts) if len(per_bullet) else np.zeros(len(top))
+        out[row_, 3] = float(key in summary) if key else -1.0
+        out[row_, 4] = (sum(w in summary for w in name_words) / len(name_words)) if name_words else -1.0
+        out[row_, 5] = (len(numbers & tables.numbers[pi]) / len(numbers)) if numbers else -1.0
+    weights = sparse.query("bullets", list(query.terms)) if "bullets" in fields and query.terms else {}
+    if weights:
+        matrix, offsets = sparse.matrices["bullets"], searcher.bullet_offsets
+        vector = np.zeros(matrix.shape[1], dtype=np.float32)
+        vector[list(weights)] = list(weights.values())
+        bullets, paper = _spans(offsets[top], offsets[top + 1])  # a paper's bullets are contiguous rows
+        nnz, bullet = _spans(matrix.indptr[bullets], matrix.indptr[bullets + 1])
+        per_bullet = np.bincount(bullet, weights=matrix.data[nnz] * vector[matrix.indices[nnz]], minlength=len(bullets))
+        best = np.zeros(len(top))  # BM25 is never negative; a paper without bullets keeps 0
+        np.maximum.at(best, paper, per_bullet)
         summary_raw = {leg.name: leg.scores for leg in query.legs}.get("lexical_summary")
         summary_bm25 = np.nan_to_num(summary_raw[top], nan=0.0) if summary_raw is not None else np.zeros(len(top))
         out[:, 6] = best
@@ -175,13 +195,23 @@ def cosine_features(searcher: Searcher, query: QueryLegs, top: np.ndarray, field
     query_map, hub_bullets, _ = searcher.english_corrections
     qvec = query.vector.astype(np.float32)
     towards = map_queries(qvec, query_map, query.english)[0] if query.english > 0 else qvec
-    offsets, matrix = searcher.bullet_offsets, searcher.bullet_matrix
-    weight = query.english * searcher.settings.hubness_bullets
-    for row, pi in enumerate(top):
-        block = matrix[offsets[pi] : offsets[pi + 1]]
-        corrected = np.sort(block @ towards - weight * hub_bullets[offsets[pi] : offsets[pi + 1]])[::-1]
-        second = corrected[1] if len(corrected) > 1 else corrected[0]
-        out[row] = [second, corrected.mean(), corrected[0] - second, float((block @ qvec).max())]
+    offsets = searcher.bullet_offsets
+    rows, paper = _spans(offsets[top], offsets[top + 1])
+    block = searcher.bullet_matrix[rows]
+    corrected = (block @ towards - (query.english * searcher.settings.hubness_bullets) * hub_bullets[rows]).astype(
+        np.float64
+    )
+    counts = np.bincount(paper, minlength=len(top))
+    has = counts > 0  # (a paper without bullets keeps zeros)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
+    ranked = corrected[np.lexsort((-corrected, paper))]  # each paper's bullets, best first
+    best, second = ranked[starts], ranked[starts + (counts[has] > 1)]
+    plain = np.full(len(top), -np.inf)
+    np.maximum.at(plain, paper, (block @ qvec).astype(np.float64))
+    out[has, 0] = second
+    out[has, 1] = np.bincount(paper, weights=corrected, minlength=len(top))[has] / counts[has]
+    out[has, 2] = best - second
+    out[has, 3] = plain[has]
     return out
 
 

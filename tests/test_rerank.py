@@ -118,6 +118,11 @@ def test_the_searcher_reorders_the_head_of_hybrid_rankings(fake_sample_index: Pa
     hits = reranked.search(query, limit=12).results
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)  # the shown scores stay descending
+    explained = reranked.search(query, limit=12, explain=True).results
+    for hit in explained:  # the breakdown still adds up to the shown score, the move as its own leg
+        assert hit.explain is not None
+        assert sum(leg.contribution for leg in hit.explain.legs) == pytest.approx(hit.score, abs=1e-4)
+    assert explained[0].explain is not None and explained[0].explain.legs[-1].leg == "reranker"
     assert ids(reranked, mode="dense") == ids(plain, mode="dense")  # hybrid only
     reranked.settings = SearchSettings(rerank=False)
     assert ids(reranked) == default
