@@ -206,6 +206,8 @@ VARIANTS = [
     Variant("linear-all-50", "linear", 50, ALL),
     Variant("rank-all-50-t300", "lambdarank", 50, ALL, titles=300, dev_weight=1),
     Variant("rank-all-50-t1000", "lambdarank", 50, ALL, titles=1000, dev_weight=4),
+    Variant("rank-all-50-100trees-t1000", "lambdarank", 50, ALL, trees=100, titles=1000, dev_weight=4),
+    Variant("rank-all-50-100trees-t300", "lambdarank", 50, ALL, trees=100, titles=300, dev_weight=1),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -240,13 +242,12 @@ def fit(variant: Variant, blocks: Sequence[tuple[Block, int]]) -> Scorer:
     if variant.model in ("lambdarank", "binary"):
         import lightgbm as lgb
 
-        params = dict(n_estimators=variant.trees, learning_rate=0.05, num_leaves=15, min_child_samples=50,
-                      colsample_bytree=0.8, subsample=0.8, subsample_freq=1, reg_lambda=1.0, random_state=0,
-                      n_jobs=2, verbose=-1)  # fmt: skip
+        params = {**rerank.PARAMS, "n_estimators": variant.trees}  # the product's settings (retrieval/rerank.py)
         if variant.model == "lambdarank":
-            ranker = lgb.LGBMRanker(objective="lambdarank", lambdarank_truncation_level=20, **params)
+            ranker = lgb.LGBMRanker(**params)
             ranker.fit(x, y, group=groups)
             return lambda rows: ranker.booster_.predict(rows, num_threads=1)
+        del params["objective"], params["lambdarank_truncation_level"]
         classifier = lgb.LGBMClassifier(objective="binary", **params)
         classifier.fit(x, y)
         return lambda rows: classifier.booster_.predict(rows, raw_score=True, num_threads=1)

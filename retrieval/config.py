@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=100, description="refit the learned models once this share of papers changed"
     )
     learned_rerank: bool = Field(default=True, description="fit the second-stage re-ranker with the learned models")
+    learned_rerank_title_sample: int = Field(default=1000, ge=1, description="title-task queries the re-ranker sees")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
             title_sample=self.learned_title_sample,
             refit_percent=self.learned_refit_percent,
             rerank=self.learned_rerank,
+            rerank_title_sample=self.learned_rerank_title_sample,
         )
 
     @field_validator("api_token", "milvus_token", "milvus_uri", mode="before")

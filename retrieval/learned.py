@@ -59,7 +59,8 @@ class LearnOptions:
     previous models forward while fewer than this share of the papers changed since their fit.
     `min_queries`: with fewer training queries that have their answer among the candidates, the
     code defaults are kept. `rerank`: also fit the second-stage re-ranker (retrieval/rerank.py) on
-    the same queries.
+    the tuning queries and `rerank_title_sample` fold-0 titles (it gains with more titles than the
+    linear fusion needs: EVALUATION.md).
     """
 
     tuning_queries: Path | None = None
@@ -68,6 +69,7 @@ class LearnOptions:
     refit_percent: float = 5.0
     min_queries: int = 100
     rerank: bool = True
+    rerank_title_sample: int = 1000
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class LearningStep:
             "seed": options.seed,
             "min_queries": options.min_queries,
             "reranker": RERANK_FEATURES_ID if options.rerank else None,
+            "rerank_title_sample": options.rerank_title_sample if options.rerank else None,
         }
         reason = "first build" if version is None else refit_reason(previous, inputs, changed, options.refit_percent)
         return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning)

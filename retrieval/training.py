@@ -350,8 +350,9 @@ def fit_learned(
         note = "no tuning queries (--tuning-queries, RETRIEVAL_TUNING_QUERIES)"
         return LearnedModels(None, None, _stamp(fitted_on, started), note=note)
     sample = title_sample(searcher, options.title_sample, options.seed)
-    searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + [p.title.strip() for p in
-                                         (searcher.papers[i] for i in sample)])  # fmt: skip
+    rerank_sample = title_sample(searcher, options.rerank_title_sample, options.seed) if options.rerank else sample
+    titles = [searcher.papers[i].title.strip() for i in np.union1d(sample, rerank_sample)]
+    searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + titles)
     live = searcher.english_corrections  # title_block replaces them
     with ThreadPoolExecutor(max_workers=1) as worker:  # FAISS releases the GIL: overlap with the tuning queries
         corrections = worker.submit(fold1_corrections, searcher, title_vectors)
@@ -371,14 +372,17 @@ def fit_learned(
     if options.rerank:
         rerank_started = time.perf_counter()
         served = search_settings(LearnedModels(fusion, None), searcher.settings)
-        reranker = fit_rerank(searcher, served, sample, title_vectors, corrections.result(), live, tuning,
+        reranker = fit_rerank(searcher, served, rerank_sample, title_vectors, corrections.result(), live, tuning,
                               tuning_vectors)  # fmt: skip
-        fitted_on |= {"rerank_seconds": _since(rerank_started)}
+        fitted_on |= {"rerank_title_queries": len(rerank_sample), "rerank_seconds": _since(rerank_started)}
     return LearnedModels(fusion, calibration, _stamp(fitted_on, started), note=note, reranker=reranker)
 
 
 # ----------------------------------------------------------------------------- the re-ranker
-RERANK_TUNING_WEIGHT = 1  # each tuning query counts this many times beside the title sample
+def tuning_weight(titles: int, tuning: int) -> int:
+    """How many times each tuning query counts beside `titles` title queries: together about half
+    as much as the titles (benchmarks/rerank.py: 10 beside 2,757 titles, 4 beside 1,000, 1 beside 300)."""
+    return max(1, round(0.5 * titles / max(tuning, 1)))
 
 
 def rerank_rows(searcher: Searcher, tables: PaperTables, queries: Sequence[TrainingQuery],
@@ -419,7 +423,7 @@ def fit_rerank(searcher: Searcher, served: SearchSettings, sample: np.ndarray, t
     position = {p.arxiv_id: i for i, p in enumerate(searcher.papers)}
     items = [(q.q, {position[i] for i in q.ids if i in position}, q.group) for q in tuning]
     tuning_rows = rerank_rows(searcher, tables, items, tuning_vectors, ALL_FIELDS)
-    return fit_reranker([(*title_rows, 1), (*tuning_rows, RERANK_TUNING_WEIGHT)])
+    return fit_reranker([(*title_rows, 1), (*tuning_rows, tuning_weight(len(sample), len(tuning)))])
 
 
 def _stamp(fitted_on: dict[str, Any], started: float) -> dict[str, Any]:
