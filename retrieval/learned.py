@@ -69,7 +69,7 @@ class LearnOptions:
     refit_percent: float = 5.0
     min_queries: int = 100
     rerank: bool = True
-    rerank_title_sample: int = 1000
+    rerank_title_sample: int = 5000
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from retrieval.store import IndexData, load_index
 
 
 def search_settings(config: Settings) -> SearchSettings:
-    """The ranking settings the service settings choose (candidate depths)."""
-    return SearchSettings(candidate_depth=config.candidate_depth, leg_depth=config.leg_depth)
+    """The ranking settings the service settings choose (candidate depths, the re-ranker on or off)."""
+    return SearchSettings(candidate_depth=config.candidate_depth, leg_depth=config.leg_depth, rerank=config.rerank)
 
 
 def open_searcher(
