@@ -18,13 +18,14 @@ feature: for a title query it is computed from the query itself. Training: title
 benchmarks/queries/dev.jsonl; held out: title fold 1 and test. Dev figures are 6-fold
 cross-validated (each dev fold scored by a model fitted on fold 0 and the other five).
 
-Features per candidate (`FEATURES`): every leg's z-score (what `_fuse` adds), raw score and rank
-in the leg; the fused score, its rank and gap to the top; the query's Latin share, word count,
-colon, name-likeness; the candidate's era, bullet count and hub score; lexical coverage that BM25
-sums away (IDF-weighted share of the query's terms and of its Latin stems found in the summary,
-the short name or name-like words found in the summary, numbers matched, the best single
-bullet's BM25 against the summary's) and the bullets' corrected cosines (second best, mean,
-the uncorrected best).
+Features per candidate (`retrieval/rerank.py`, the one definition the build and the searcher
+use too): every leg's z-score (what `_fuse` adds), raw score and rank in the leg; the fused score,
+its rank and gap to the top; the query's Latin share, word count, colon, name-likeness; the
+candidate's era, bullet count and hub score; lexical coverage that BM25 sums away (IDF-weighted
+share of the query's terms and of its Latin stems found in the summary, the short name or
+name-like words found in the summary, numbers matched, the best single bullet's BM25 against the
+summary's) and the bullets' corrected cosines (second best, mean, the uncorrected best). The
+LightGBM settings are `rerank.PARAMS` with the variant's number of trees (the product: 100).
 """
 
 from __future__ import annotations
