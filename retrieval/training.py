@@ -14,6 +14,12 @@ straight line in the query's Latin share (`SearchSettings` holds a Korean and an
 weight); fitted pointwise ("is this the right paper") by an L2 logistic regression, the title
 and tuning sources weighing the same.
 
+The re-ranker (retrieval/rerank.py) is fitted last, over the ranking the index will serve (the
+fitted fusion weights): every fold-0 title up to `LearnOptions.rerank_title_sample` (bullets only,
+fold-1 corrections) and the tuning queries (every field, the searcher's own corrections), each
+query's top `rerank.DEPTH` papers with their features, LambdaRank, the tuning queries weighing
+about half as much as the titles (`tuning_weight`).
+
 The relevance calibration (retrieval/relevance.py) is a logistic regression over the absolute
 signals of each training query's top 10 under the fitted fusion: right answers against the other
 hits, both classes weighing the same and every source the same within a class. No off-topic
