@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     learned_refit_percent: float = Field(
         default=REFIT_PERCENT, ge=0, le=100, description="refit the learned models once this share of papers changed"
     )
+    learned_rerank: bool = Field(default=True, description="fit the second-stage re-ranker with the learned models")
+    learned_rerank_title_sample: int = Field(default=5000, ge=1, description="title-task queries the re-ranker sees")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_token: SecretStr | None = Field(default=None, description="bearer token required by the API when set")
@@ -48,6 +50,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16_384, ge=256)
     candidate_depth: int = Field(default=2000, ge=10, le=1_000_000)
     leg_depth: int = Field(default=1000, ge=10, le=1_000_000, description="candidates per paper-level ranking leg")
+    rerank: bool = Field(default=True, description="re-order the head of hybrid rankings with the index's re-ranker")
     backend: Literal["embedded", "milvus"] = Field(
         default="embedded", description="where the ranking legs find candidates: in-process FAISS/numpy or Milvus"
     )
@@ -83,6 +86,8 @@ class Settings(BaseSettings):
             tuning_queries=self.tuning_queries,
             title_sample=self.learned_title_sample,
             refit_percent=self.learned_refit_percent,
+            rerank=self.learned_rerank,
+            rerank_title_sample=self.learned_rerank_title_sample,
         )
 
     @field_validator("api_token", "milvus_token", "milvus_uri", mode="before")

@@ -1,7 +1,9 @@
 """Why a paper was ranked where it is: each hit's score broken down by the legs that made it.
 
 The breakdown reads the very arrays the ranking fused (`search.Fusion`), so a hit's leg
-contributions add up to its `score`; nothing is recomputed or approximated here.
+contributions add up to its `score`; nothing is recomputed or approximated here. A hit the
+re-ranker moved (retrieval/rerank.py) shows the score of the position it now holds: the
+`reranker` contribution is that score minus its fused one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from retrieval.models import Explanation, LegContribution, MatchedTerm
 
 ARXIV_ID_LEG = "arxiv_id"
 EXACT_NAME_LEG = "exact_name"
+RERANKER_LEG = "reranker"
 
 
 def _number(value: float) -> float | None:
@@ -55,12 +58,12 @@ class Explainer:
                 for name, raw, weight, z in self.legs
             ]
             lift = float(self.boosted[pi]) - float(np.nan_to_num(self.fused[pi], nan=0.0))
-            if abs(lift) > 1e-9:
-                legs.append(
-                    LegContribution(
-                        leg=EXACT_NAME_LEG, raw=None, standardised=None, weight=None, contribution=round(lift, 6)
+            moved = score - float(self.boosted[pi])  # the re-ranker gave the paper another position's score
+            for leg, part in ((EXACT_NAME_LEG, lift), (RERANKER_LEG, moved if abs(moved) > 1e-5 else 0.0)):
+                if abs(part) > 1e-9:
+                    legs.append(
+                        LegContribution(leg=leg, raw=None, standardised=None, weight=None, contribution=round(part, 6))
                     )
-                )
         terms = [term for term, hits in self.term_hits.items() if hits[pi]]
         return Explanation(legs=legs, terms=terms, bullets=self._bullets(pi))
 

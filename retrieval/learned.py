@@ -1,9 +1,10 @@
-"""The learned models of an index version: fusion weights and relevance calibration.
+"""The learned models of an index version: fusion weights, relevance calibration and re-ranker.
 
 `build-index` fits them (retrieval/training.py) and stores them in the version as `learned.json`,
 listed and checked in the manifest like every other file; nothing is fitted at query time. A
 searcher takes its fusion weights and its relevance calibration from there (`search_settings`,
-`calibration_of`); the defaults in code (`SearchSettings`, `relevance.calibration_for`) remain
+`calibration_of`) and its second-stage re-ranker (`reranker_of`, retrieval/rerank.py: a LightGBM
+model kept as text inside the JSON); the defaults in code (`SearchSettings`, `relevance.calibration_for`) remain
 only for an index whose build had too little training data (the 12-paper sample, the test
 fixtures) or that predates this file.
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrieval.refit import REFIT_PERCENT, refit_due, refit_share
 from retrieval.relevance import Calibration, calibration_for
+from retrieval.rerank import FEATURES_ID, Reranker
 
 if TYPE_CHECKING:
     from retrieval.search import SearchSettings
@@ -58,7 +60,9 @@ class LearnOptions:
     larger sample measured the same and costs about 10 ms a query). `refit_percent`: carry the
     previous models forward while fewer than this share of the papers changed since their fit.
     `min_queries`: with fewer training queries that have their answer among the candidates, the
-    code defaults are kept.
+    code defaults are kept. `rerank`: also fit the second-stage re-ranker (retrieval/rerank.py) on
+    the tuning queries and `rerank_title_sample` fold-0 titles (it gains with more titles than the
+    linear fusion needs: EVALUATION.md).
     """
 
     tuning_queries: Path | None = None
@@ -66,21 +70,25 @@ class LearnOptions:
     seed: int = 0
     refit_percent: float = REFIT_PERCENT
     min_queries: int = 100
+    rerank: bool = True
+    rerank_title_sample: int = 5000
 
 
 @dataclass(frozen=True)
 class LearnedModels:
-    """What `learned.json` holds. `fusion` and `calibration` are None when not fitted (`note` says why)."""
+    """What `learned.json` holds. `fusion`, `calibration` and `reranker` are None when not fitted
+    (`note` says why)."""
 
     fusion: Mapping[str, float] | None
     calibration: Calibration | None
     fitted_on: Mapping[str, Any] = field(default_factory=dict)  # counts, fold, seed, inputs, fingerprint, date
     drift: int = 0  # papers added, removed or changed by the builds since the fit
     note: str = ""
+    reranker: Reranker | None = None
 
     @property
     def fitted(self) -> bool:
-        return self.fusion is not None or self.calibration is not None
+        return self.fusion is not None or self.calibration is not None or self.reranker is not None
 
     def to_json(self) -> str:
         calibration = (
@@ -93,6 +101,7 @@ class LearnedModels:
             "fitted_on": dict(self.fitted_on),
             "drift": self.drift,
             "note": self.note,
+            "reranker": None if self.reranker is None else self.reranker.to_dict(),
         }
         return json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
@@ -119,7 +128,12 @@ class LearnedModels:
         fitted_on, drift = data.get("fitted_on", {}), data.get("drift", 0)
         if not isinstance(fitted_on, dict) or not isinstance(drift, int) or drift < 0:
             raise ValueError("'fitted_on' must be an object and 'drift' a count")
-        return cls(fusion, calibration, fitted_on, drift, str(data.get("note", "")))
+        note, reranker = str(data.get("note", "")), data.get("reranker")
+        if isinstance(reranker, dict) and reranker.get("features") != FEATURES_ID:
+            reranker = None  # fitted by another version of this program: the next build refits it
+            note = "; ".join(filter(None, [note, "re-ranker fitted on other features: not used"]))
+        reranker = Reranker.from_dict(reranker) if reranker is not None else None
+        return cls(fusion, calibration, fitted_on, drift, note, reranker)
 
 
 def _number(value: object, name: str) -> float:
@@ -194,6 +208,11 @@ def calibration_of(learned: LearnedModels | None, model: str) -> Calibration:
     return calibration_for(model)
 
 
+def reranker_of(learned: LearnedModels | None) -> Reranker | None:
+    """The stored re-ranker (None: the fused order serves)."""
+    return learned.reranker if learned is not None else None
+
+
 def describe(learned: LearnedModels | None, version: Path) -> None:
     """One log line: which models the searcher of `version` uses."""
     if learned is None:
@@ -203,8 +222,9 @@ def describe(learned: LearnedModels | None, version: Path) -> None:
         log.info("index %s has no learned models (%s): code default weights and calibration", version.name,
                  learned.note)  # fmt: skip
     else:
-        parts = [name for name, model in (("fusion weights", learned.fusion), ("calibration", learned.calibration))
-                 if model is not None]  # fmt: skip
+        models = (("fusion weights", learned.fusion), ("calibration", learned.calibration),
+                  ("re-ranker", learned.reranker))  # fmt: skip
+        parts = [name for name, model in models if model is not None]
         extra = f"; {learned.note}" if learned.note else ""
         log.info("index %s: learned %s (fitted %s)%s", version.name, " and ".join(parts),
                  learned.fitted_on.get("date", "?"), extra)  # fmt: skip

@@ -66,6 +66,7 @@ class LearningStep:
         """`changed`: papers this build adds, removes or changes. Without a tuning file in
         `options`, the one the live models were fitted on is used while it exists (an index keeps
         its tuning queries as it keeps its model: `watch` and a plain rebuild do not drop them)."""
+        from retrieval.rerank import FEATURES_ID as RERANK_FEATURES_ID
         from retrieval.training import FEATURES_ID
 
         try:
@@ -85,6 +86,8 @@ class LearningStep:
             "title_sample": options.title_sample,
             "seed": options.seed,
             "min_queries": options.min_queries,
+            "reranker": RERANK_FEATURES_ID if options.rerank else None,
+            "rerank_title_sample": options.rerank_title_sample if options.rerank else None,
         }
         reason = "first build" if version is None else refit_reason(previous, inputs, changed, options.refit_percent)
         return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning)

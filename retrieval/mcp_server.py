@@ -98,7 +98,7 @@ class PaperResult(BaseModel):
     legs: dict[str, float] = Field(
         default_factory=dict,
         description="each ranking leg's contribution to `score` (they add up to it): dense_best_bullet, "
-        "dense_centroid, dense_title, lexical_summary, lexical_title, exact_name, arxiv_id",
+        "dense_centroid, dense_title, lexical_summary, lexical_title, exact_name, arxiv_id, reranker",
     )
     bullets: list[CitedBullet]
 

@@ -61,7 +61,8 @@ class LegContribution(BaseModel):
 
     leg: str = Field(
         description="dense_best_bullet, dense_centroid, dense_title, lexical_summary, lexical_title; "
-        "exact_name (the query is the paper's name) or arxiv_id (the query names the paper by id)"
+        "exact_name (the query is the paper's name) or arxiv_id (the query names the paper by id); reranker "
+        "(the second stage moved the paper: the score of the position it now holds minus its fused score)"
     )
     raw: float | None = Field(
         description="the leg's own score for this paper: a cosine (corrected for English queries) or a BM25 "

@@ -287,6 +287,7 @@ LEG_LABELS = {
     "lexical_title": "키워드: 제목·저자 (BM25)",
     "exact_name": "논문 이름과 정확히 일치",
     "arxiv_id": "arXiv id로 지정",
+    "reranker": "재순위 모델이 옮긴 만큼",
 }
 
 

@@ -36,6 +36,7 @@ from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, 
 from retrieval.names import NameIndex
 from retrieval.query import AnalysedQuery
 from retrieval.relevance import Calibration, QueryJudge, calibration_for
+from retrieval.rerank import PaperTables, QueryLegs, Reranker, candidate_features
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
 
@@ -95,6 +96,9 @@ class SearchSettings:
     dense_english_min_ko: int = 2
     dense_english_max: int = 100
     mismatch_rank: int = 1000
+    # Second stage (retrieval/rerank.py): an index built with tuning queries stores a LambdaRank
+    # model that re-orders the first `depth` hits of a hybrid search; False keeps the fused order.
+    rerank: bool = True
     query_cache_size: int = 1024
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
 
@@ -165,10 +169,11 @@ class Searcher:
         term_map: TermMap | None = None,
         backend: Backend | None = None,
         calibration: Calibration | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         """`backend` answers the legs' top-K questions; by default an in-memory `EmbeddedBackend`
         over this index's arrays. Another backend must hold this index's version (build-index
-        syncs it)."""
+        syncs it). `reranker` re-orders the head of hybrid rankings (`SearchSettings.rerank`)."""
         if embedder.dim != index.manifest.dim:
             raise IndexMismatchError(
                 f"model {embedder.name!r} gives {embedder.dim}-dim vectors, but {index.path / 'manifest.json'} "
@@ -203,6 +208,8 @@ class Searcher:
         self.term_map = term_map if term_map is not None else index.term_map
         self._warnings = self._summary_warnings()
         self.relevance_calibration = calibration or calibration_for(index.manifest.model)
+        self.reranker = reranker
+        self._rerank_tables = PaperTables.of(self.papers) if reranker is not None else None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-embed")
@@ -265,6 +272,11 @@ class Searcher:
                 break
             depth *= 4
         ranked = candidates[np.lexsort((candidates, -fused[candidates]))]
+        shown = fused  # the score each hit reports
+        if mode == "hybrid" and qvec is not None and self.reranker is not None and self.settings.rerank:
+            legs = QueryLegs(text, analysed.own_terms, terms, english, qvec, dense.legs + lexical_legs,
+                             {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
+            ranked, shown = self._rerank(legs, ranked, fields)
         order = np.concatenate([np.array(first, dtype=np.int64), ranked])
         page = order[offset : offset + limit]
         # Per-bullet BM25 (evidence, explain) only for the bullets of the page's papers.
@@ -280,7 +292,7 @@ class Searcher:
         scores = {pi: top + len(first) - rank for rank, pi in enumerate(first)}  # above every other score
         exact = set(first) | set(self._names_of(text, fields))  # the papers the query names: relevance 1
         results = [
-            self._hit(int(pi), scores.get(int(pi), float(fused[pi])), cite_by, lexical_rows, marks, mode, judge,
+            self._hit(int(pi), scores.get(int(pi), float(shown[pi])), cite_by, lexical_rows, marks, mode, judge,
                       exact=int(pi) in exact)
             for pi in page
         ]  # fmt: skip
@@ -316,6 +328,35 @@ class Searcher:
             facets=counts,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+    def _rerank(
+        self, query: QueryLegs, ranked: np.ndarray, fields: tuple[Field_, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`ranked` with its first `depth` papers in the re-ranker's order, and the scores to show:
+        those papers take the fused scores of the positions they now hold (scores stay descending)."""
+        assert self.reranker is not None and self._rerank_tables is not None
+        head = ranked[: self.reranker.depth]
+        if len(head) < 2:
+            return ranked, query.fused
+        x = candidate_features(self, self._rerank_tables, query, head, fields)
+        new = head[self.reranker.order(x)]
+        shown = query.fused.copy()
+        shown[new] = query.fused[head]
+        return np.concatenate([new, ranked[len(head) :]]), shown
+
+    @_open_only
+    def query_legs(self, text: str, qvec: np.ndarray, fields: Sequence[Field_] = ALL_FIELDS) -> QueryLegs:
+        """A query's legs and fused scores exactly as a hybrid `search` without filters fuses them
+        (the re-ranker's training reads them; `text` holds no arXiv ids)."""
+        analysed = self.analyse(text)
+        fields = tuple(fields)
+        dense = self.dense_legs(qvec, analysed.english, fields)
+        lexical = self.lexical_legs(analysed.terms, analysed.english, fields)
+        fusion = self._fuse("hybrid", dense, lexical)
+        legs = dense + lexical
+        fused = self._boost_names(fusion.fused, analysed.text, fields)
+        return QueryLegs(analysed.text, analysed.own_terms, analysed.terms, analysed.english, qvec, legs,
+                         {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
 
     def relevance_judge(
         self,

@@ -7,7 +7,7 @@ from pathlib import Path
 from retrieval.backends.choice import check_serves, connect_backend
 from retrieval.config import Settings
 from retrieval.embedding import Embedder, load_embedder
-from retrieval.learned import calibration_of, describe
+from retrieval.learned import calibration_of, describe, reranker_of
 from retrieval.learned import search_settings as learned_settings
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.search import Searcher, SearchSettings
@@ -15,8 +15,8 @@ from retrieval.store import IndexData, load_index
 
 
 def search_settings(config: Settings) -> SearchSettings:
-    """The ranking settings the service settings choose (candidate depths)."""
-    return SearchSettings(candidate_depth=config.candidate_depth, leg_depth=config.leg_depth)
+    """The ranking settings the service settings choose (candidate depths, the re-ranker on or off)."""
+    return SearchSettings(candidate_depth=config.candidate_depth, leg_depth=config.leg_depth, rerank=config.rerank)
 
 
 def open_searcher(
@@ -61,6 +61,7 @@ def searcher_for(
             settings=learned_settings(index.learned, settings),
             calibration=calibration_of(index.learned, index.manifest.model),
             backend=backend,
+            reranker=reranker_of(index.learned),
         )
     except BaseException:
         if backend is not None:

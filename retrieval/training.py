@@ -14,6 +14,12 @@ straight line in the query's Latin share (`SearchSettings` holds a Korean and an
 weight); fitted pointwise ("is this the right paper") by an L2 logistic regression, the title
 and tuning sources weighing the same.
 
+The re-ranker (retrieval/rerank.py) is fitted last, over the ranking the index will serve (the
+fitted fusion weights): every fold-0 title up to `LearnOptions.rerank_title_sample` (bullets only,
+fold-1 corrections) and the tuning queries (every field, the searcher's own corrections), each
+query's top `rerank.DEPTH` papers with their features, LambdaRank, the tuning queries weighing
+about half as much as the titles (`tuning_weight`).
+
 The relevance calibration (retrieval/relevance.py) is a logistic regression over the absolute
 signals of each training query's top 10 under the fitted fusion: right answers against the other
 hits, both classes weighing the same and every source the same within a class. No off-topic
@@ -36,9 +42,11 @@ import numpy as np
 from retrieval.alignment import english_corrections
 from retrieval.evaluation import EvalQuery, title_fold
 from retrieval.hubness import latin_share
-from retrieval.learned import FUSION_FIELDS, LearnedModels, LearnOptions
+from retrieval.learned import FUSION_FIELDS, LearnedModels, LearnOptions, search_settings
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.relevance import Calibration
+from retrieval.rerank import DEPTH, PaperTables, Reranker, candidate_features, fit_reranker
+from retrieval.rerank import FEATURES as FEATURES_RERANK
 from retrieval.search import ALL_FIELDS, Field_, Searcher, SearchSettings, standardise
 
 TOP = 50
@@ -348,8 +356,10 @@ def fit_learned(
         note = "no tuning queries (--tuning-queries, RETRIEVAL_TUNING_QUERIES)"
         return LearnedModels(None, None, _stamp(fitted_on, started), note=note)
     sample = title_sample(searcher, options.title_sample, options.seed)
-    searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + [p.title.strip() for p in
-                                         (searcher.papers[i] for i in sample)])  # fmt: skip
+    rerank_sample = title_sample(searcher, options.rerank_title_sample, options.seed) if options.rerank else sample
+    titles = [searcher.papers[i].title.strip() for i in np.union1d(sample, rerank_sample)]
+    searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + titles)
+    live = searcher.english_corrections  # title_block replaces them
     with ThreadPoolExecutor(max_workers=1) as worker:  # FAISS releases the GIL: overlap with the tuning queries
         corrections = worker.submit(fold1_corrections, searcher, title_vectors)
         blocks = {"tuning": tuning_block(searcher, tuning, tuning_vectors)}  # with the searcher's own corrections
@@ -361,11 +371,65 @@ def fit_learned(
                 f"candidates, fewer than {options.min_queries}")  # fmt: skip
         return LearnedModels(None, None, _stamp(fitted_on, started), note=note)
     coef = fit_fusion(list(blocks.values()))
-    if coef[0] <= 1e-6:  # the weights are scaled by the best-bullet one
-        note = "the best-bullet leg got no positive weight: fusion not kept"
-        calibration = calibration_of_blocks(blocks, settings_coef(HAND_TUNED))
-        return LearnedModels(None, calibration, _stamp(fitted_on, started), note=note)
-    return LearnedModels(coef_weights(coef), calibration_of_blocks(blocks, coef), _stamp(fitted_on, started))
+    fusion = coef_weights(coef) if coef[0] > 1e-6 else None  # the weights are scaled by the best-bullet one
+    note = "" if fusion is not None else "the best-bullet leg got no positive weight: fusion not kept"
+    calibration = calibration_of_blocks(blocks, coef if fusion is not None else settings_coef(HAND_TUNED))
+    reranker = None
+    if options.rerank:
+        rerank_started = time.perf_counter()
+        served = search_settings(LearnedModels(fusion, None), searcher.settings)
+        reranker = fit_rerank(searcher, served, rerank_sample, title_vectors, corrections.result(), live, tuning,
+                              tuning_vectors)  # fmt: skip
+        fitted_on |= {"rerank_title_queries": len(rerank_sample), "rerank_seconds": _since(rerank_started)}
+    return LearnedModels(fusion, calibration, _stamp(fitted_on, started), note=note, reranker=reranker)
+
+
+# ----------------------------------------------------------------------------- the re-ranker
+def tuning_weight(titles: int, tuning: int) -> int:
+    """How many times each tuning query counts beside `titles` title queries: together about half
+    as much as the titles (benchmarks/rerank.py: 10 beside 2,757 titles, 4 beside 1,000, 1 beside 300)."""
+    return max(1, round(0.5 * titles / max(tuning, 1)))
+
+
+def rerank_rows(searcher: Searcher, tables: PaperTables, queries: Sequence[TrainingQuery],
+                vectors: Sequence[np.ndarray], fields: tuple[Field_, ...],
+                depth: int = DEPTH) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(x (queries, depth, features), label (queries, depth)): each query's first `depth` papers
+    under the searcher's hybrid ranking with their re-ranker features (padded when fewer)."""
+    width = min(depth, len(searcher.papers))
+    xs, labels = [], []
+    for (text, answers, _), vector in zip(queries, vectors, strict=True):
+        query = searcher.query_legs(text, vector, fields)
+        finite = np.flatnonzero(np.isfinite(query.fused))
+        top = finite[np.lexsort((finite, -query.fused[finite]))][:width]
+        x = np.zeros((width, len(FEATURES_RERANK)), dtype=np.float32)
+        x[: len(top)] = candidate_features(searcher, tables, query, top, fields)
+        label = np.zeros(width, dtype=bool)
+        label[: len(top)] = np.isin(top, list(answers))
+        xs.append(x)
+        labels.append(label)
+    if not xs:
+        return np.zeros((0, width, len(FEATURES_RERANK)), np.float32), np.zeros((0, width), bool)
+    return np.stack(xs), np.stack(labels)
+
+
+def fit_rerank(searcher: Searcher, served: SearchSettings, sample: np.ndarray, title_vectors: np.ndarray,
+               corrections: tuple[np.ndarray, np.ndarray, np.ndarray],
+               live: tuple[np.ndarray, np.ndarray, np.ndarray], tuning: Sequence[EvalQuery],
+               tuning_vectors: Sequence[np.ndarray]) -> Reranker | None:  # fmt: skip
+    """The re-ranker fitted over the served ranking (`served`: the fitted fusion weights): the
+    title sample of fold 0 with `corrections` (fitted on fold 1's titles) and the tuning queries
+    with the searcher's own corrections (`live`). Leaves the searcher with `served` and `live`."""
+    searcher.settings = served
+    tables = PaperTables.of(searcher.papers)
+    searcher.set_english_corrections(*corrections)
+    titles = [(searcher.papers[i].title.strip(), {int(i)}, "title") for i in sample]
+    title_rows = rerank_rows(searcher, tables, titles, [title_vectors[i] for i in sample], ("bullets",))
+    searcher.set_english_corrections(*live)
+    position = {p.arxiv_id: i for i, p in enumerate(searcher.papers)}
+    items = [(q.q, {position[i] for i in q.ids if i in position}, q.group) for q in tuning]
+    tuning_rows = rerank_rows(searcher, tables, items, tuning_vectors, ALL_FIELDS)
+    return fit_reranker([(*title_rows, 1), (*tuning_rows, tuning_weight(len(sample), len(tuning)))])
 
 
 def _stamp(fitted_on: dict[str, Any], started: float) -> dict[str, Any]:
