@@ -15,6 +15,7 @@ from retrieval.models import Explanation, LegContribution, MatchedTerm
 
 ARXIV_ID_LEG = "arxiv_id"
 EXACT_NAME_LEG = "exact_name"
+SUMMARY_NAME_LEG = "summary_name"
 
 
 def _number(value: float) -> float | None:
@@ -26,9 +27,10 @@ class Explainer:
     """Breakdowns for one query's hits.
 
     `legs` are the fused legs with their standardised scores; `fused` the fused score before the
-    exact-name leg; `boosted` after it; `offsets` the paper -> bullet rows map; `dense_rows` every
-    bullet's corrected cosine and `lexical_rows` its BM25 (None: not scored); `term_hits` a mask of
-    the papers each query term was found in, keyed by the term as shown.
+    name legs; `lifted` after the summary-name leg; `boosted` after the exact-name leg too;
+    `offsets` the paper -> bullet rows map; `dense_rows` every bullet's corrected cosine and
+    `lexical_rows` its BM25 (None: not scored); `term_hits` a mask of the papers each query term
+    was found in, keyed by the term as shown.
     """
 
     legs: list[tuple[str, np.ndarray, float, np.ndarray]]  # (name, raw, weight, standardised)
@@ -38,6 +40,7 @@ class Explainer:
     dense_rows: np.ndarray | None
     lexical_rows: np.ndarray | None
     term_hits: Mapping[MatchedTerm, np.ndarray]
+    lifted: np.ndarray | None = None  # `fused` after the summary-name leg (None: `fused`)
 
     def explain(self, pi: int, score: float, by_id: bool) -> Explanation:
         """The breakdown of paper `pi`, whose returned score is `score`; `by_id`: named by arXiv id."""
@@ -54,13 +57,13 @@ class Explainer:
                 )
                 for name, raw, weight, z in self.legs
             ]
-            lift = float(self.boosted[pi]) - float(np.nan_to_num(self.fused[pi], nan=0.0))
-            if abs(lift) > 1e-9:
-                legs.append(
-                    LegContribution(
-                        leg=EXACT_NAME_LEG, raw=None, standardised=None, weight=None, contribution=round(lift, 6)
+            base = float(np.nan_to_num(self.fused[pi], nan=0.0))
+            lifted = float(self.lifted[pi]) if self.lifted is not None and np.isfinite(self.lifted[pi]) else base
+            for leg, lift in ((SUMMARY_NAME_LEG, lifted - base), (EXACT_NAME_LEG, float(self.boosted[pi]) - lifted)):
+                if abs(lift) > 1e-9:
+                    legs.append(
+                        LegContribution(leg=leg, raw=None, standardised=None, weight=None, contribution=round(lift, 6))
                     )
-                )
         terms = [term for term, hits in self.term_hits.items() if hits[pi]]
         return Explanation(legs=legs, terms=terms, bullets=self._bullets(pi))
 
