@@ -4,7 +4,8 @@
     python benchmarks/query_views.py --index /tmp/views-idx                         # every variant
     python benchmarks/query_views.py --index /tmp/views-idx --variant base --variant rm3-d3-t15-w0.3
     python benchmarks/query_views.py --index /tmp/views-idx --json /tmp/views/views.json --no-title
-    python benchmarks/query_views.py --index /tmp/views-idx --fold 0 --no-queries --variant base --variant name-in-summary-0.3
+    python benchmarks/query_views.py --index /tmp/views-idx --fold 0 --no-queries \
+        --variant base --variant name-in-summary-0.3                                   # the other fold
 
 Every variant is a set of `SearchSettings` fields switched on over the defaults and runs through
 the product's own `Searcher.search` on the same queries: title fold 1 (as `retrieval eval
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from title_misses import cached_vectors, install_fold  # noqa: E402
 
 from retrieval.evaluation import EvalQuery, load_query_file, score_ranking, summarise, title_queries  # noqa: E402
-from retrieval.search import Searcher, SearchSettings  # noqa: E402
+from retrieval.search import Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 from retrieval.views import description_of  # noqa: E402
 
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     searcher = open_searcher(args.index)
     defaults = searcher.settings
     results: dict[str, dict[str, Any]] = {name: {} for name in names}
-    files = [] if args.no_queries else [(path, load_query_file(path)) for path in (args.queries or [Path(p) for p in QUERY_FILES])]
+    files = (
+        []
+        if args.no_queries
+        else [(path, load_query_file(path)) for path in (args.queries or [Path(p) for p in QUERY_FILES])]
+    )
     for path, queries in files:
         warm_views(searcher, [q.q for q in queries])
         for name in names:
@@ -134,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_views(searcher, [q.q for q in queries])
         for name in names:
             searcher.settings = replace(defaults, **VARIANTS[name], query_cache_size=defaults.query_cache_size)
-            results[name]["title1"] = run(searcher, queries, ("bullets",))  # key kept for every fold: the table's column
-            print(f"{name} title fold {args.fold}: {results[name]['title1']['metrics']} ms {results[name]['title1']['ms']}",
-                  file=sys.stderr)  # fmt: skip
+            result = results[name]["title1"] = run(searcher, queries, ("bullets",))  # the key for either fold
+            print(f"{name} title fold {args.fold}: {result['metrics']} ms {result['ms']}", file=sys.stderr)
     if args.embed_cost:
         texts = [q.q for _, qs in files for q in qs]
         results["_embed_ms"] = embed_cost(searcher, texts, args.embed_cost)  # type: ignore[assignment]
@@ -160,7 +164,9 @@ def format_table(results: dict[str, dict[str, Any]], names: Sequence[str], fold:
             if not d:
                 cells.append("-")
                 continue
-            groups = " / ".join(f"{d['by_group'][g]['mrr@10']:.3f}" for g in ("en", "ko", "mixed") if g in d["by_group"])
+            groups = " / ".join(
+                f"{d['by_group'][g]['mrr@10']:.3f}" for g in ("en", "ko", "mixed") if g in d["by_group"]
+            )
             head = f"{d['metrics']['recall@1']:.3f} / " if stem == "test" else ""
             cells.append(f"{head}{d['metrics']['mrr@10']:.3f} / {groups}")
         cells.append(f"{t['ms'] if t else '-'}, {row['test']['ms'] if 'test' in row else '-'}")

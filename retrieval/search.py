@@ -424,8 +424,9 @@ class Searcher:
             return fused
         finite = fused[np.isfinite(fused)]
         spread = float(finite.max() - finite.min()) if len(finite) else 0.0
+        floor = float(finite.min()) if len(finite) else 0.0  # a lifted paper no leg scored starts at the floor
         lifted = fused.copy()
-        lifted[rows] = np.nan_to_num(lifted[rows], nan=float(finite.min()) if len(finite) else 0.0) + lift * (spread + 1e-6)
+        lifted[rows] = np.nan_to_num(lifted[rows], nan=floor) + lift * (spread + 1e-6)
         return lifted
 
     @_open_only

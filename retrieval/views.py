@@ -136,9 +136,7 @@ class NameMentions:
 
 
 def _mentions(pattern: re.Pattern[str], text: str) -> bool:
-    return any(
-        not _word_char(text, m.start() - 1) and not _word_char(text, m.end()) for m in pattern.finditer(text)
-    )
+    return any(not _word_char(text, m.start() - 1) and not _word_char(text, m.end()) for m in pattern.finditer(text))
 
 
 _SEPARATOR = "\n\x00\n"

@@ -14,7 +14,6 @@ from retrieval.embedding import FakeEmbedder
 from retrieval.search import Searcher, SearchSettings
 from retrieval.views import FeedbackTerms, NameMentions, description_of, mix_views, title_name, with_feedback
 
-
 BULLETS = ("bullets",)
 
 
@@ -42,7 +41,10 @@ def searcher_with(base: Searcher, **settings: object) -> tuple[Searcher, Recordi
 
 
 def test_description_is_the_text_after_the_first_colon() -> None:
-    assert description_of("LoRA: Low-Rank Adaptation of Large Language Models") == "Low-Rank Adaptation of Large Language Models"
+    assert (
+        description_of("LoRA: Low-Rank Adaptation of Large Language Models")
+        == "Low-Rank Adaptation of Large Language Models"
+    )
     assert description_of("A: b: c") == "b: c"
     assert description_of("no colon here") is None
     assert description_of(": only a tail") is None
@@ -92,7 +94,12 @@ def test_feedback_weights_scale_with_the_query_mass() -> None:
 
 def test_every_view_and_feedback_is_off_by_default(fake_searcher: Searcher) -> None:
     settings = SearchSettings()
-    assert (settings.passage_mix, settings.colon_mix, settings.lowercase_mix, settings.weight_passage_bullets) == (0, 0, 0, 0)
+    assert (settings.passage_mix, settings.colon_mix, settings.lowercase_mix, settings.weight_passage_bullets) == (
+        0,
+        0,
+        0,
+        0,
+    )
     assert settings.feedback_docs == 0
     searcher, embedder = searcher_with(fake_searcher)
     searcher.search("LoRA: Low-Rank Adaptation", limit=3)
@@ -159,7 +166,9 @@ def replace_settings(searcher: Searcher, **changes: object) -> Searcher:
 
 
 def test_name_mentions_are_whole_words_in_any_case_spacing_or_hyphenation() -> None:
-    mentions = NameMentions(["MoSLoRA는 LoRA를 개선", "exploration of lora", "Coffee Gym 데이터", "LoRA2 모델", "GPT4o와 비교"])
+    mentions = NameMentions(
+        ["MoSLoRA는 LoRA를 개선", "exploration of lora", "Coffee Gym 데이터", "LoRA2 모델", "GPT4o와 비교"]
+    )
     assert mentions.papers("LoRA").tolist() == [0, 1]  # not inside "exploration", not "LoRA2"
     assert mentions.papers("MoSLoRA").tolist() == [0]  # a Korean particle may follow
     assert mentions.papers("Coffee-Gym").tolist() == [2]
