@@ -3,12 +3,14 @@
 
     python benchmarks/title_misses.py --index /tmp/views-idx                 # table + 30 random misses
     python benchmarks/title_misses.py --index /tmp/views-idx --json misses.json --sample 30 --seed 7
+    python benchmarks/title_misses.py --index /tmp/views-idx --name-lift 0.3      # with the summary-name leg
 
 The fold is run as `retrieval eval --title-fold 1` runs it: the query map and hub scores fitted
 on fold 0's titles only (`alignment.english_corrections`), bullets only, hybrid. Each query's
 legs are taken from the searcher (`dense_legs`, `lexical_legs`) and fused with `search.fuse`,
-which is what `Searcher.search` ranks by when only bullets are searched (a check compares R@1
-with the search path on the first queries). For every miss it reports: whether the paper's
+which is what `Searcher.search` ranks by when only bullets are searched, plus the summary-name
+leg at `--name-lift` (default 0: the ranking EVALUATION.md analysed, before that leg; a check
+compares the first hit with the search path on the first queries). For every miss it reports: whether the paper's
 summary is flagged (`Searcher.summary_warnings`), where the paper ranks (top 10 / top 50 /
 below), which leg ranks it best, and what beat it: a summary the searcher flags, a frequent
 winner (first for 3+ other titles of the fold, a hub), a same-topic paper (among the 10 papers
@@ -22,7 +24,7 @@ import json
 import random
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +94,9 @@ def run_fold(searcher: Searcher, rows: list[int], titles: np.ndarray) -> list[Ou
     out: list[Outcome] = []
     size = len(searcher.papers)
     for row in rows:
-        legs = title_legs(searcher, searcher.papers[row].title.strip(), titles[row])
-        fused = fuse(legs, size, searcher.settings.z_depth).fused
+        title = searcher.papers[row].title.strip()
+        legs = title_legs(searcher, title, titles[row])
+        fused = searcher._lift_mentions(fuse(legs, size, searcher.settings.z_depth).fused, title, BULLETS_ONLY)
         filled = np.where(np.isfinite(fused), fused, -np.inf)
         out.append(Outcome(row, rank_of(fused, row), int(np.argmax(filled)),
                            {leg.name: rank_of(leg.scores, row) for leg in legs}))  # fmt: skip
@@ -159,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=30, help="misses drawn at random and printed in full")
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--json", type=Path, help="write the summary and every miss here")
+    parser.add_argument("--name-lift", type=float, default=0.0, help="the summary-name leg's lift (default 0: off)")
     args = parser.parse_args(argv)
     searcher = open_searcher(args.index)
+    searcher.settings = replace(searcher.settings, summary_name_lift=args.name_lift)
     rows, titles = install_fold(searcher, args.fold)
     outcomes = run_fold(searcher, rows, titles)
     check_against_search(searcher, outcomes)
