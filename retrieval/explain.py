@@ -18,6 +18,7 @@ from retrieval.models import Explanation, LegContribution, MatchedTerm
 ARXIV_ID_LEG = "arxiv_id"
 EXACT_NAME_LEG = "exact_name"
 RERANKER_LEG = "reranker"
+SUMMARY_NAME_LEG = "summary_name"
 
 
 def _number(value: float) -> float | None:
@@ -29,9 +30,10 @@ class Explainer:
     """Breakdowns for one query's hits.
 
     `legs` are the fused legs with their standardised scores; `fused` the fused score before the
-    exact-name leg; `boosted` after it; `offsets` the paper -> bullet rows map; `dense_rows` every
-    bullet's corrected cosine and `lexical_rows` its BM25 (None: not scored); `term_hits` a mask of
-    the papers each query term was found in, keyed by the term as shown.
+    name legs; `lifted` after the summary-name leg; `boosted` after the exact-name leg too;
+    `offsets` the paper -> bullet rows map; `dense_rows` every bullet's corrected cosine and
+    `lexical_rows` its BM25 (None: not scored); `term_hits` a mask of the papers each query term
+    was found in, keyed by the term as shown.
     """
 
     legs: list[tuple[str, np.ndarray, float, np.ndarray]]  # (name, raw, weight, standardised)
@@ -41,6 +43,7 @@ class Explainer:
     dense_rows: np.ndarray | None
     lexical_rows: np.ndarray | None
     term_hits: Mapping[MatchedTerm, np.ndarray]
+    lifted: np.ndarray | None = None  # `fused` after the summary-name leg (None: `fused`)
 
     def explain(self, pi: int, score: float, by_id: bool) -> Explanation:
         """The breakdown of paper `pi`, whose returned score is `score`; `by_id`: named by arXiv id."""
@@ -57,9 +60,15 @@ class Explainer:
                 )
                 for name, raw, weight, z in self.legs
             ]
-            lift = float(self.boosted[pi]) - float(np.nan_to_num(self.fused[pi], nan=0.0))
+            base = float(np.nan_to_num(self.fused[pi], nan=0.0))
+            lifted = float(self.lifted[pi]) if self.lifted is not None and np.isfinite(self.lifted[pi]) else base
             moved = score - float(self.boosted[pi])  # the re-ranker gave the paper another position's score
-            for leg, part in ((EXACT_NAME_LEG, lift), (RERANKER_LEG, moved if abs(moved) > 1e-5 else 0.0)):
+            parts = (
+                (SUMMARY_NAME_LEG, lifted - base),
+                (EXACT_NAME_LEG, float(self.boosted[pi]) - lifted),
+                (RERANKER_LEG, moved if abs(moved) > 1e-5 else 0.0),
+            )
+            for leg, part in parts:
                 if abs(part) > 1e-9:
                     legs.append(
                         LegContribution(leg=leg, raw=None, standardised=None, weight=None, contribution=round(part, 6))

@@ -39,6 +39,7 @@ from retrieval.relevance import Calibration, QueryJudge, calibration_for
 from retrieval.rerank import PaperTables, QueryLegs, Reranker, candidate_features
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
+from retrieval.views import FeedbackTerms, NameMentions, description_of, mix_views, title_name, with_feedback
 
 __all__ = ["ALL_FIELDS", "Facet", "Field_", "Filters", "Searcher", "SearchSettings"]
 
@@ -95,6 +96,26 @@ class SearchSettings:
     dense_english_terms: bool = False
     dense_english_min_ko: int = 2
     dense_english_max: int = 100
+    # Query views and lexical feedback (retrieval/views.py; EVALUATION.md "Query views and lexical
+    # feedback"), all off by default. The dense legs' query vector can be mixed with other views
+    # of the query, each by its share: the query embedded as a passage (`passage_mix`), the part
+    # after a colon (`colon_mix`: "Name: description" titles) and the lower-cased text
+    # (`lowercase_mix`). `weight_passage_bullets` adds a best-bullet leg for the query embedded as
+    # a passage (hub-corrected like the dense best-bullet leg, not mapped).
+    passage_mix: float = 0.0
+    colon_mix: float = 0.0
+    lowercase_mix: float = 0.0
+    weight_passage_bullets: float = 0.0
+    # RM3-style feedback for the BM25 summary leg: the `feedback_terms` heaviest terms of the
+    # first `feedback_docs` fused papers' summaries are added to its query with `feedback_weight`
+    # x the query's own BM25 weight mass, that leg is run again and the legs fused again. 0 docs: off.
+    feedback_docs: int = 0
+    feedback_terms: int = 15
+    feedback_weight: float = 0.3
+    # Summary-name leg, on when "bullets" are searched: a title-shaped query ("Name: description",
+    # the name at most 3 words) lifts the papers whose summary mentions that name as a word by
+    # this share of the query's fused score range (1: above every paper not mentioning it). 0: off.
+    summary_name_lift: float = 0.3
     mismatch_rank: int = 1000
     # Second stage (retrieval/rerank.py): an index built with tuning queries stores a LambdaRank
     # model that re-orders the first `depth` hits of a hybrid search; False keeps the fused order.
@@ -104,6 +125,7 @@ class SearchSettings:
 
 
 _HANGUL = re.compile(r"[가-힣]")
+_PASSAGE_KEY = "\x00passage\x00"  # cache key prefix of a query embedded as a passage (never typed)
 _LATIN_WORD = re.compile(r"[0-9a-z\+]+")
 
 
@@ -207,6 +229,8 @@ class Searcher:
         self.backend = backend if backend is not None else self._embedded_backend()
         self.term_map = term_map if term_map is not None else index.term_map
         self._warnings = self._summary_warnings()
+        if self.settings.summary_name_lift > 0:
+            _ = self._mentions  # built here (under a second), not on the first title-shaped query
         self.relevance_calibration = calibration or calibration_for(index.manifest.model)
         self.reranker = reranker
         self._rerank_tables = PaperTables.of(self.papers) if reranker is not None else None
@@ -253,6 +277,7 @@ class Searcher:
         dense_text = analysed.dense_text
         dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
         dense_future = dense_future if mode in ("dense", "hybrid") else None
+        views = self._submit_views(text) if dense_future is not None and text else {}
         lexical_legs: list[Leg] = []
         if text and mode in ("lexical", "hybrid"):
             lexical_legs = self._lexical_legs(terms, english, fields, filters)
@@ -262,9 +287,14 @@ class Searcher:
         while True:
             if dense_future is not None and vector_future is not None:
                 qvec = vector_future.result()  # the query as written: evidence cosines
-                dense = self._dense_legs(dense_future.result(), english, fields, depth, filters)
+                dense_vector, passage = self._viewed(dense_future.result(), views)
+                dense = self._dense_legs(dense_vector, english, fields, depth, filters, passage)
             fusion = self._fuse(mode, dense.legs, lexical_legs)
-            fused = self._boost_names(fusion.fused, text, fields)
+            if self._feedback_on(mode, fields, terms):
+                feedback = self._feedback_legs(fusion.fused, mask, lexical_legs, terms, filters)
+                fusion = self._fuse(mode, dense.legs, feedback)
+            lifted = self._lift_mentions(fusion.fused, text, fields)
+            fused = self._boost_names(lifted, text, fields)
             fused[first] = np.nan  # placed in front below
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -301,6 +331,7 @@ class Searcher:
                 legs=[(leg.name, leg.scores, leg.weight, z) for leg, z in fusion.parts],
                 fused=fusion.fused,
                 boosted=fused,
+                lifted=lifted,
                 offsets=self._offsets,
                 dense_rows=self._corrected_rows(dense.towards_bullets, english, page) if mode != "lexical" else None,
                 lexical_rows=lexical_rows if mode != "dense" else None,
@@ -418,6 +449,26 @@ class Searcher:
         boosted[named] = base + weight * (high - low + 1.0)
         return boosted
 
+    @functools.cached_property
+    def _mentions(self) -> NameMentions:
+        return NameMentions(["\n".join(b.text for b in p.bullets) for p in self.papers])
+
+    def _lift_mentions(self, fused: np.ndarray, text: str, fields: Sequence[Field_]) -> np.ndarray:
+        """The summary-name leg: lift the papers whose summary mentions the name a title-shaped
+        query starts with by `summary_name_lift` x the fused score range (EVALUATION.md, "Query
+        views and lexical feedback": +0.012 R@1 on title fold 1)."""
+        lift = self.settings.summary_name_lift
+        name = title_name(text) if lift > 0 and "bullets" in fields else None
+        rows = self._mentions.papers(name) if name else np.zeros(0, dtype=np.int64)
+        if not len(rows):
+            return fused
+        finite = fused[np.isfinite(fused)]
+        spread = float(finite.max() - finite.min()) if len(finite) else 0.0
+        floor = float(finite.min()) if len(finite) else 0.0  # a lifted paper no leg scored starts at the floor
+        lifted = fused.copy()
+        lifted[rows] = np.nan_to_num(lifted[rows], nan=floor) + lift * (spread + 1e-6)
+        return lifted
+
     @_open_only
     def get_paper(self, arxiv_id: str) -> PaperDetail:
         pi = self._paper_index(arxiv_id)
@@ -501,6 +552,21 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
+    def _embed_passage(self, query: str) -> np.ndarray:
+        """The query embedded as a passage (as the bullets are), through the query cache."""
+        key = _PASSAGE_KEY + query
+        with self._cache_lock:
+            cached = self._query_cache.get(key)
+        if cached is not None:
+            return cached
+        vector = self.embedder.embed_passages([query])[0]
+        self.remember_passage_vectors({query: vector})
+        return vector
+
+    def remember_passage_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Seed the cache with queries embedded as passages (the evaluation embeds them in batches)."""
+        self.remember_query_vectors({_PASSAGE_KEY + text: vector for text, vector in vectors.items()})
+
     def set_english_corrections(
         self, query_map: np.ndarray, bullets: np.ndarray, papers: np.ndarray, *, in_backend: bool = False
     ) -> None:
@@ -572,11 +638,18 @@ class Searcher:
         return self._lexical_legs(terms, english, tuple(fields), filters or Filters())
 
     def _dense_legs(
-        self, qvec: np.ndarray, english: float, fields: tuple[Field_, ...], depth: int, filters: Filters
+        self,
+        qvec: np.ndarray,
+        english: float,
+        fields: tuple[Field_, ...],
+        depth: int,
+        filters: Filters,
+        passage: np.ndarray | None = None,
     ) -> DenseLegs:
         """Dense legs per paper from the backend's top candidates: best bullet among the top
         `depth` bullets, bullet centroid, title. `english` (0-1) scales the query map and the
-        hubness correction (the backend subtracts weight x the stored hub offset)."""
+        hubness correction (the backend subtracts weight x the stored hub offset). `passage`
+        (the query embedded as a passage) adds its own best-bullet leg."""
         s = self.settings
         towards = None
         qvec = qvec.astype(np.float32)
@@ -603,6 +676,51 @@ class Searcher:
             asks.append(("dense_title", s.weight_dense_title, self._floored, titles))
         legs = [Leg(name, scores_of(future.result()), weight) for name, weight, scores_of, future in asks]
         return DenseLegs(legs, towards)
+
+    # ----------------------------------------------------------------- views and feedback
+    def _submit_views(self, text: str) -> dict[str, Future[np.ndarray]]:
+        """Start embedding the query views the settings ask for: `passage`, `colon`, `lower`."""
+        s = self.settings
+        views: dict[str, Future[np.ndarray]] = {}
+        if s.passage_mix > 0 or s.weight_passage_bullets:
+            views["passage"] = self._pool.submit(self._embed_passage, text)
+        description = description_of(text) if s.colon_mix > 0 else None
+        if description:
+            views["colon"] = self._pool.submit(self._embed_query, description)
+        if s.lowercase_mix > 0 and text.lower() != text:
+            views["lower"] = self._pool.submit(self._embed_query, text.lower())
+        return views
+
+    def _viewed(self, own: np.ndarray, views: dict[str, Future[np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The dense legs' query vector with the views mixed in, and the passage vector (or None)."""
+        s = self.settings
+        shares = {"passage": s.passage_mix, "colon": s.colon_mix, "lower": s.lowercase_mix}
+        done = {name: future.result() for name, future in views.items()}
+        mixed = mix_views(own, [(shares[name], vector) for name, vector in done.items() if shares[name] > 0])
+        return mixed, done.get("passage")
+
+    def _feedback_on(self, mode: Mode, fields: Sequence[Field_], terms: Sequence[str]) -> bool:
+        return self.settings.feedback_docs > 0 and mode == "hybrid" and "bullets" in fields and bool(terms)
+
+    @functools.cached_property
+    def _feedback_terms(self) -> FeedbackTerms:
+        return FeedbackTerms.of(self._sparse.encoders["summary"], self._sparse.matrices["summary"], STOPWORDS)
+
+    def _feedback_legs(
+        self, fused: np.ndarray, mask: np.ndarray, legs: list[Leg], terms: list[str], filters: Filters
+    ) -> list[Leg]:
+        """The lexical legs with the summary leg run again on its query plus the feedback terms
+        of the first `feedback_docs` papers by `fused` (among those passing the filters)."""
+        s = self.settings
+        ranked = np.flatnonzero(np.isfinite(fused) & mask)
+        top = ranked[np.lexsort((ranked, -fused[ranked]))][: s.feedback_docs]
+        expansion = self._feedback_terms.expansion([int(pi) for pi in top], s.feedback_terms)
+        if not expansion:
+            return legs
+        weights = with_feedback(self._sparse.query("summary", terms), expansion, s.feedback_weight)
+        hits = self.backend.top_sparse(weights, s.leg_depth, filters, field="summary")
+        return [Leg(leg.name, self._matched(hits), leg.weight) if leg.name == "lexical_summary" else leg
+                for leg in legs]  # fmt: skip
 
     def _paper_indexes(self, paper_ids: np.ndarray) -> np.ndarray:
         """Our row of each paper the backend named, vectorised (a paper unknown here is an error:
