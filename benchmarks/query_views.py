@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Query-side levers (issue #10): query views, lexical feedback, the summary-name leg.
+"""Query-side levers (issue #10): the summary-name leg against no leg.
+
+The query views and RM3 feedback measured with it (EVALUATION.md "Query views and lexical
+feedback") lost and were removed from the searcher; their variants run at commit d16ac81
+(`git checkout d16ac81 && python benchmarks/query_views.py --index ...`).
 
     python benchmarks/query_views.py --index /tmp/views-idx                         # every variant
-    python benchmarks/query_views.py --index /tmp/views-idx --variant base --variant rm3-d3-t15-w0.3
     python benchmarks/query_views.py --index /tmp/views-idx --json /tmp/views/views.json --no-title
     python benchmarks/query_views.py --index /tmp/views-idx --fold 0 --no-queries \
         --variant base --variant name-in-summary-0.3                                   # the other fold
@@ -10,11 +13,10 @@
 Every variant is a set of `SearchSettings` fields switched on over the defaults and runs through
 the product's own `Searcher.search` on the same queries: title fold 1 (as `retrieval eval
 --title-fold 1`: query map and hub scores fitted on fold 0's titles only, bullets only) and the
-dev and test query files (every field, the index's own corrections; per language). The extra
-views (a query embedded as a passage, a title's description after its colon, the lower-cased
-text) are embedded once in batches through the index folder's cache.sqlite (use a copy of a
-shared index) and seeded into the searcher's cache, so `took_ms` is the search without
-embedding; `--embed-cost N` times N single-query embeddings, what one extra view costs live.
+dev and test query files (every field, the index's own corrections; per language). The queries
+are embedded once in batches through the index folder's cache.sqlite (use a copy of a shared
+index) and seeded into the searcher's cache, so `took_ms` is the search without embedding;
+`--embed-cost N` times N single-query embeddings.
 """
 
 from __future__ import annotations
@@ -37,26 +39,12 @@ from title_misses import cached_vectors, install_fold  # noqa: E402
 from retrieval.evaluation import EvalQuery, load_query_file, score_ranking, summarise, title_queries  # noqa: E402
 from retrieval.search import Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
-from retrieval.views import description_of  # noqa: E402
 
 # Every variant of the first pass was measured before the summary-name leg was on by default,
 # so each pins it off (`NO_NAME`); "default" is the product as it is now (the leg at 0.3).
 NO_NAME: dict[str, Any] = {"summary_name_lift": 0.0}
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": NO_NAME,
-    "passage-leg-1.5": {**NO_NAME, "weight_passage_bullets": 1.5},
-    "passage-leg-3": {**NO_NAME, "weight_passage_bullets": 3.0},
-    "passage-mix-0.3": {**NO_NAME, "passage_mix": 0.3},
-    "passage-mix-0.5": {**NO_NAME, "passage_mix": 0.5},
-    "colon-0.5": {**NO_NAME, "colon_mix": 0.5},
-    "colon-0.3": {**NO_NAME, "colon_mix": 0.3},
-    "lower-0.5": {**NO_NAME, "lowercase_mix": 0.5},
-    "lower-1": {**NO_NAME, "lowercase_mix": 1.0},
-    "rm3-d3-t10-w0.3": {**NO_NAME, "feedback_docs": 3, "feedback_terms": 10, "feedback_weight": 0.3},
-    "rm3-d3-t15-w0.3": {**NO_NAME, "feedback_docs": 3, "feedback_terms": 15, "feedback_weight": 0.3},
-    "rm3-d5-t20-w0.3": {**NO_NAME, "feedback_docs": 5, "feedback_terms": 20, "feedback_weight": 0.3},
-    "rm3-d3-t15-w0.1": {**NO_NAME, "feedback_docs": 3, "feedback_terms": 15, "feedback_weight": 0.1},
-    "rm3-d5-t20-w0.6": {**NO_NAME, "feedback_docs": 5, "feedback_terms": 20, "feedback_weight": 0.6},
     "name-in-summary-0.1": {"summary_name_lift": 0.1},
     "name-in-summary-0.3": {"summary_name_lift": 0.3},
     "name-in-summary-1": {"summary_name_lift": 1.0},
@@ -66,16 +54,11 @@ QUERY_FILES = ("benchmarks/queries/dev.jsonl", "benchmarks/queries/test.jsonl")
 
 
 def warm_views(searcher: Searcher, texts: Sequence[str]) -> None:
-    """Embed the queries, their descriptions and lower-cased forms as queries and the queries as
-    passages, through the cache, and seed the searcher's query cache with all of them."""
-    texts = list(dict.fromkeys(t.strip() for t in texts))
-    extra = [d for d in (description_of(t) for t in texts) if d] + [t.lower() for t in texts if t.lower() != t]
-    as_queries = list(dict.fromkeys(texts + extra))
-    searcher.settings.query_cache_size = max(searcher.settings.query_cache_size, 4 * len(as_queries) + 16)
+    """Embed the queries through the cache and seed the searcher's query cache with them."""
+    as_queries = list(dict.fromkeys(t.strip() for t in texts))
+    searcher.settings.query_cache_size = max(searcher.settings.query_cache_size, 2 * len(as_queries) + 16)
     queries = cached_vectors(searcher, as_queries, as_queries=True)
     searcher.remember_query_vectors(dict(zip(as_queries, queries, strict=True)))
-    passages = cached_vectors(searcher, texts, as_queries=False)
-    searcher.remember_passage_vectors(dict(zip(texts, passages, strict=True)))
 
 
 def run(searcher: Searcher, queries: Sequence[EvalQuery], fields: tuple[str, ...] | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from retrieval.highlight import QueryMarks
 from retrieval.hubness import bullet_centroids, latin_share
 from retrieval.ids import normalise_arxiv_id, split_arxiv_ids
 from retrieval.lexical import STOPWORDS, BM25Index, KoreanEnglishTokenizer
+from retrieval.mentions import NameMentions, title_name
 from retrieval.models import Evidence, Filters, MatchedTerm, Mode, PaperDetail, PaperHit, PaperInfo, SearchResponse
 from retrieval.names import NameIndex
 from retrieval.query import AnalysedQuery
@@ -39,7 +40,6 @@ from retrieval.relevance import Calibration, QueryJudge, calibration_for
 from retrieval.rerank import PaperTables, QueryLegs, Reranker, candidate_features
 from retrieval.store import IndexData
 from retrieval.termmap import TermMap
-from retrieval.views import FeedbackTerms, NameMentions, description_of, mix_views, title_name, with_feedback
 
 __all__ = ["ALL_FIELDS", "Facet", "Field_", "Filters", "Searcher", "SearchSettings"]
 
@@ -96,22 +96,6 @@ class SearchSettings:
     dense_english_terms: bool = False
     dense_english_min_ko: int = 2
     dense_english_max: int = 100
-    # Query views and lexical feedback (retrieval/views.py; EVALUATION.md "Query views and lexical
-    # feedback"), all off by default. The dense legs' query vector can be mixed with other views
-    # of the query, each by its share: the query embedded as a passage (`passage_mix`), the part
-    # after a colon (`colon_mix`: "Name: description" titles) and the lower-cased text
-    # (`lowercase_mix`). `weight_passage_bullets` adds a best-bullet leg for the query embedded as
-    # a passage (hub-corrected like the dense best-bullet leg, not mapped).
-    passage_mix: float = 0.0
-    colon_mix: float = 0.0
-    lowercase_mix: float = 0.0
-    weight_passage_bullets: float = 0.0
-    # RM3-style feedback for the BM25 summary leg: the `feedback_terms` heaviest terms of the
-    # first `feedback_docs` fused papers' summaries are added to its query with `feedback_weight`
-    # x the query's own BM25 weight mass, that leg is run again and the legs fused again. 0 docs: off.
-    feedback_docs: int = 0
-    feedback_terms: int = 15
-    feedback_weight: float = 0.3
     # Summary-name leg, on when "bullets" are searched: a title-shaped query ("Name: description",
     # the name at most 3 words) lifts the papers whose summary mentions that name as a word by
     # this share of the query's fused score range (1: above every paper not mentioning it). 0: off.
@@ -125,7 +109,6 @@ class SearchSettings:
 
 
 _HANGUL = re.compile(r"[가-힣]")
-_PASSAGE_KEY = "\x00passage\x00"  # cache key prefix of a query embedded as a passage (never typed)
 _LATIN_WORD = re.compile(r"[0-9a-z\+]+")
 
 
@@ -277,7 +260,6 @@ class Searcher:
         dense_text = analysed.dense_text
         dense_future = vector_future if dense_text == text else self._pool.submit(self._embed_query, dense_text)
         dense_future = dense_future if mode in ("dense", "hybrid") else None
-        views = self._submit_views(text) if dense_future is not None and text else {}
         lexical_legs: list[Leg] = []
         if text and mode in ("lexical", "hybrid"):
             lexical_legs = self._lexical_legs(terms, english, fields, filters)
@@ -287,12 +269,8 @@ class Searcher:
         while True:
             if dense_future is not None and vector_future is not None:
                 qvec = vector_future.result()  # the query as written: evidence cosines
-                dense_vector, passage = self._viewed(dense_future.result(), views)
-                dense = self._dense_legs(dense_vector, english, fields, depth, filters, passage)
+                dense = self._dense_legs(dense_future.result(), english, fields, depth, filters)
             fusion = self._fuse(mode, dense.legs, lexical_legs)
-            if self._feedback_on(mode, fields, terms):
-                feedback = self._feedback_legs(fusion.fused, mask, lexical_legs, terms, filters)
-                fusion = self._fuse(mode, dense.legs, feedback)
             lifted = self._lift_mentions(fusion.fused, text, fields)
             fused = self._boost_names(lifted, text, fields)
             fused[first] = np.nan  # placed in front below
@@ -552,21 +530,6 @@ class Searcher:
                 self._query_cache.popitem(last=False)
         return vector
 
-    def _embed_passage(self, query: str) -> np.ndarray:
-        """The query embedded as a passage (as the bullets are), through the query cache."""
-        key = _PASSAGE_KEY + query
-        with self._cache_lock:
-            cached = self._query_cache.get(key)
-        if cached is not None:
-            return cached
-        vector = self.embedder.embed_passages([query])[0]
-        self.remember_passage_vectors({query: vector})
-        return vector
-
-    def remember_passage_vectors(self, vectors: dict[str, np.ndarray]) -> None:
-        """Seed the cache with queries embedded as passages (the evaluation embeds them in batches)."""
-        self.remember_query_vectors({_PASSAGE_KEY + text: vector for text, vector in vectors.items()})
-
     def set_english_corrections(
         self, query_map: np.ndarray, bullets: np.ndarray, papers: np.ndarray, *, in_backend: bool = False
     ) -> None:
@@ -644,12 +607,10 @@ class Searcher:
         fields: tuple[Field_, ...],
         depth: int,
         filters: Filters,
-        passage: np.ndarray | None = None,
     ) -> DenseLegs:
         """Dense legs per paper from the backend's top candidates: best bullet among the top
         `depth` bullets, bullet centroid, title. `english` (0-1) scales the query map and the
-        hubness correction (the backend subtracts weight x the stored hub offset). `passage`
-        (the query embedded as a passage) adds its own best-bullet leg."""
+        hubness correction (the backend subtracts weight x the stored hub offset)."""
         s = self.settings
         towards = None
         qvec = qvec.astype(np.float32)
@@ -676,51 +637,6 @@ class Searcher:
             asks.append(("dense_title", s.weight_dense_title, self._floored, titles))
         legs = [Leg(name, scores_of(future.result()), weight) for name, weight, scores_of, future in asks]
         return DenseLegs(legs, towards)
-
-    # ----------------------------------------------------------------- views and feedback
-    def _submit_views(self, text: str) -> dict[str, Future[np.ndarray]]:
-        """Start embedding the query views the settings ask for: `passage`, `colon`, `lower`."""
-        s = self.settings
-        views: dict[str, Future[np.ndarray]] = {}
-        if s.passage_mix > 0 or s.weight_passage_bullets:
-            views["passage"] = self._pool.submit(self._embed_passage, text)
-        description = description_of(text) if s.colon_mix > 0 else None
-        if description:
-            views["colon"] = self._pool.submit(self._embed_query, description)
-        if s.lowercase_mix > 0 and text.lower() != text:
-            views["lower"] = self._pool.submit(self._embed_query, text.lower())
-        return views
-
-    def _viewed(self, own: np.ndarray, views: dict[str, Future[np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The dense legs' query vector with the views mixed in, and the passage vector (or None)."""
-        s = self.settings
-        shares = {"passage": s.passage_mix, "colon": s.colon_mix, "lower": s.lowercase_mix}
-        done = {name: future.result() for name, future in views.items()}
-        mixed = mix_views(own, [(shares[name], vector) for name, vector in done.items() if shares[name] > 0])
-        return mixed, done.get("passage")
-
-    def _feedback_on(self, mode: Mode, fields: Sequence[Field_], terms: Sequence[str]) -> bool:
-        return self.settings.feedback_docs > 0 and mode == "hybrid" and "bullets" in fields and bool(terms)
-
-    @functools.cached_property
-    def _feedback_terms(self) -> FeedbackTerms:
-        return FeedbackTerms.of(self._sparse.encoders["summary"], self._sparse.matrices["summary"], STOPWORDS)
-
-    def _feedback_legs(
-        self, fused: np.ndarray, mask: np.ndarray, legs: list[Leg], terms: list[str], filters: Filters
-    ) -> list[Leg]:
-        """The lexical legs with the summary leg run again on its query plus the feedback terms
-        of the first `feedback_docs` papers by `fused` (among those passing the filters)."""
-        s = self.settings
-        ranked = np.flatnonzero(np.isfinite(fused) & mask)
-        top = ranked[np.lexsort((ranked, -fused[ranked]))][: s.feedback_docs]
-        expansion = self._feedback_terms.expansion([int(pi) for pi in top], s.feedback_terms)
-        if not expansion:
-            return legs
-        weights = with_feedback(self._sparse.query("summary", terms), expansion, s.feedback_weight)
-        hits = self.backend.top_sparse(weights, s.leg_depth, filters, field="summary")
-        return [Leg(leg.name, self._matched(hits), leg.weight) if leg.name == "lexical_summary" else leg
-                for leg in legs]  # fmt: skip
 
     def _paper_indexes(self, paper_ids: np.ndarray) -> np.ndarray:
         """Our row of each paper the backend named, vectorised (a paper unknown here is an error:
