@@ -355,15 +355,15 @@ class Searcher:
 
     @_open_only
     def query_legs(self, text: str, qvec: np.ndarray, fields: Sequence[Field_] = ALL_FIELDS) -> QueryLegs:
-        """A query's legs and fused scores exactly as a hybrid `search` without filters fuses them
-        (the re-ranker's training reads them; `text` holds no arXiv ids)."""
+        """A query's legs and fused scores exactly as a hybrid `search` without filters fuses them,
+        name legs included (the re-ranker's training reads them; `text` holds no arXiv ids)."""
         analysed = self.analyse(text)
         fields = tuple(fields)
         dense = self.dense_legs(qvec, analysed.english, fields)
         lexical = self.lexical_legs(analysed.terms, analysed.english, fields)
         fusion = self._fuse("hybrid", dense, lexical)
         legs = dense + lexical
-        fused = self._boost_names(fusion.fused, analysed.text, fields)
+        fused = self._boost_names(self._lift_mentions(fusion.fused, analysed.text, fields), analysed.text, fields)
         return QueryLegs(analysed.text, analysed.own_terms, analysed.terms, analysed.english, qvec, legs,
                          {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from retrieval.embedding import FakeEmbedder
@@ -53,3 +54,17 @@ def test_summary_name_leg_lifts_papers_mentioning_the_name(fake_searcher: Search
     plain = on.search("Qwertz diffusion model for images", limit=12, fields=BULLETS)  # no colon: no lift
     assert [h.paper.id for h in plain.results] == [h.paper.id for h in off.search(
         "Qwertz diffusion model for images", limit=12, fields=BULLETS).results]  # fmt: skip
+
+
+def test_the_rerankers_training_sees_the_lift_the_search_applies(fake_searcher: Searcher) -> None:
+    """`query_legs` (what the re-ranker is fitted on) fuses exactly as `search`, the lift included."""
+    on, _ = searcher_with(fake_searcher, summary_name_lift=1.0)
+    query = "Qwertz: diffusion model for images"
+    last = on.search(query.replace(":", ""), limit=12, fields=BULLETS).results[-1].paper.id
+    pi = next(i for i, p in enumerate(on.papers) if p.arxiv_id == last)
+    on._mentions = NameMentions(["Qwertz 모델" if i == pi else p.bullets[0].text for i, p in enumerate(on.papers)])
+    searched = [h.paper.id for h in on.search(query, limit=12, fields=BULLETS).results]
+    legs = on.query_legs(query, on.embedder.embed_queries([query])[0], BULLETS)
+    ranked = np.flatnonzero(np.isfinite(legs.fused))
+    ranked = ranked[np.lexsort((ranked, -legs.fused[ranked]))]
+    assert searched[0] == last and [on.papers[i].arxiv_id for i in ranked[:12]] == searched
