@@ -160,3 +160,24 @@ def test_the_build_fits_carries_and_checks_the_reranker(
     assert main(["search", "lora", "--index", str(index)]) == 5
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "reranker model cannot be read" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- the real model
+@pytest.mark.slow
+def test_features_and_reranking_through_the_default_model(e5_searcher: Searcher, backwards: Reranker) -> None:
+    """Through e5-small-q4 on the sample: every feature is finite, the features that read the
+    summary see the title's name in its own paper's summary, and the searcher re-orders the head."""
+    query = "QLoRA: Efficient Finetuning of Quantized LLMs"
+    own = next(i for i, p in enumerate(e5_searcher.papers) if p.arxiv_id == "2305.14314")
+    legs = e5_searcher.query_legs(query, e5_searcher.embedder.embed_queries([query])[0])
+    top = np.flatnonzero(np.isfinite(legs.fused))
+    top = top[np.lexsort((top, -legs.fused[top]))][:DEPTH]
+    assert top[0] == own  # the model finds the paper by its title
+    x = candidate_features(e5_searcher, PaperTables.of(e5_searcher.papers), legs, top, ("bullets", "title"))
+    assert x.shape == (len(top), len(FEATURES)) and np.isfinite(x).all()
+    column = {name: i for i, name in enumerate(FEATURES)}
+    assert x[0, column["name_in_summary"]] == 1.0  # "QLoRA" is written in its own summary
+    assert x[0, column["cov_idf"]] == x[:, column["cov_idf"]].max()
+    reranked = Searcher(e5_searcher.index, e5_searcher.embedder, tokenizer=e5_searcher.tokenizer, reranker=backwards)
+    plain = [h.paper.id for h in e5_searcher.search(query, limit=len(top)).results]
+    assert [h.paper.id for h in reranked.search(query, limit=len(top)).results][:3] == plain[::-1][:3]
