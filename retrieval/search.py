@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
@@ -219,8 +219,7 @@ class Searcher:
         self._rerank_tables = PaperTables.of(self.papers) if reranker is not None else None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-embed")
-        self._legs_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-leg")  # 3 asks per search
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="search-leg")
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -612,30 +611,24 @@ class Searcher:
         `depth` bullets, bullet centroid, title. `english` (0-1) scales the query map and the
         hubness correction (the backend subtracts weight x the stored hub offset)."""
         s = self.settings
+        legs: list[Leg] = []
         towards = None
         qvec = qvec.astype(np.float32)
-        # A remote backend gets the three asks at once: it answers them in one round trip's time.
-        submit = self._legs_pool.submit if self.backend.parallel_asks else _done
-        asks: list[tuple[str, float, Callable[[Hits], np.ndarray], Future[Hits]]] = []
         if "bullets" in fields and len(self._row_paper):
             # English queries move towards the Korean bullets (retrieval/alignment.py); the title
             # leg compares English with English and keeps the query as it is.
             towards = map_queries(qvec, self._query_map, english)[0] if english > 0 else qvec
-            bullets = submit(
-                self.backend.top_bullets, towards, depth, filters, hubness_weight=english * s.hubness_bullets
-            )
+            bullets = self.backend.top_bullets(towards, depth, filters, hubness_weight=english * s.hubness_bullets)
             weight = by_language(s.weight_dense_max, s.weight_dense_max_english, english)
-            asks.append(("dense_best_bullet", weight, self._best_per_paper, bullets))
-            centroids = submit(
-                self.backend.top_papers, towards, s.leg_depth, filters, field="centroid",
-                hubness_weight=english * s.hubness_centroid,
-            )  # fmt: skip
+            legs.append(Leg("dense_best_bullet", self._best_per_paper(bullets), weight))
+            centroids = self.backend.top_papers(
+                towards, s.leg_depth, filters, field="centroid", hubness_weight=english * s.hubness_centroid
+            )
             weight = by_language(s.weight_dense_centroid, s.weight_dense_centroid_english, english)
-            asks.append(("dense_centroid", weight, self._floored, centroids))
+            legs.append(Leg("dense_centroid", self._floored(centroids), weight))
         if "title" in fields and len(self.papers):
-            titles = submit(self.backend.top_papers, qvec, s.leg_depth, filters, field="title")
-            asks.append(("dense_title", s.weight_dense_title, self._floored, titles))
-        legs = [Leg(name, scores_of(future.result()), weight) for name, weight, scores_of, future in asks]
+            titles = self.backend.top_papers(qvec, s.leg_depth, filters, field="title")
+            legs.append(Leg("dense_title", self._floored(titles), s.weight_dense_title))
         return DenseLegs(legs, towards)
 
     def _paper_indexes(self, paper_ids: np.ndarray) -> np.ndarray:
@@ -834,7 +827,6 @@ class Searcher:
                 return
             self._closed = True
         self._pool.shutdown(wait=True)
-        self._legs_pool.shutdown(wait=True)
         self.backend.close()
         state = vars(self)
         kept = {name: value for name, value in state.items() if name in _KEPT_AFTER_CLOSE}
@@ -846,16 +838,6 @@ class Searcher:
 def by_language(korean: float, english: float, share: float) -> float:
     """A leg weight for a query with this share of Latin letters: `korean` at 0, `english` at 1."""
     return korean + (english - korean) * share
-
-
-def _done(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
-    """`fn(*args, **kwargs)` run now, as a finished future (an exception is raised by `result()`)."""
-    future: Future[_R] = Future()
-    try:
-        future.set_result(fn(*args, **kwargs))
-    except Exception as error:  # noqa: BLE001 - handed to the caller through the future
-        future.set_exception(error)
-    return future
 
 
 def month_counts(dates: np.ndarray) -> dict[str, int]:

@@ -3,7 +3,6 @@ the backend's failures reach the API as 503, and a backend of another version is
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +32,8 @@ class Spy:
     asked: list[tuple[str, int]] = field(default_factory=list)
     failing: bool = False
     rename: dict[str, str] = field(default_factory=dict)
-    parallel_asks: bool = False
-    threads: set[str] = field(default_factory=set)  # the threads that asked
 
     def _fail(self) -> None:
-        self.threads.add(threading.current_thread().name)
         if self.failing:
             raise BackendUnavailableError("Milvus at http://milvus.test:19530: search failed: connection refused")
 
@@ -85,22 +81,6 @@ def test_every_leg_asks_the_backend_for_its_top_k_only(
     assert set(legs) == {"bullets", "centroid", "title", "sparse_summary", "sparse_title"}
     assert legs["bullets"] == 10 and all(legs[leg] == 4 for leg in legs if leg != "bullets")
     assert len(searcher.papers) > 4  # so a paper-level leg really saw only some of the papers
-
-
-def test_a_remote_backend_gets_the_dense_asks_at_once_and_ranks_the_same(
-    fake_sample_index: Path, tokenizer: KoreanEnglishTokenizer
-) -> None:
-    inline, here = spied(fake_sample_index, tokenizer)
-    remote, there = spied(fake_sample_index, tokenizer)
-    there.parallel_asks = True
-    for query in ("low-rank adaptation 저랭크 행렬", "확산 모델로 동영상 생성"):
-        a, b = inline.search(query, limit=5), remote.search(query, limit=5)
-        assert [(h.paper.id, h.score) for h in a.results] == [(h.paper.id, h.score) for h in b.results]
-    assert not any(name.startswith("search-leg") for name in here.threads)
-    assert any(name.startswith("search-leg") for name in there.threads)
-    there.failing = True  # an ask that fails in the pool still reaches the caller as the backend's error
-    with pytest.raises(BackendUnavailableError, match="connection refused"):
-        remote.search("diffusion video", mode="dense")
 
 
 def test_a_paper_beyond_a_legs_candidates_takes_the_legs_floor(

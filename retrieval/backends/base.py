@@ -199,10 +199,6 @@ class Backend(abc.ABC):
     """
 
     dim: int
-    # Whether a search should send its asks at once: true for a store behind a network, whose
-    # answers are mostly waiting; an in-process store computes on the searcher's own cores,
-    # where threads only add overhead.
-    parallel_asks: bool = False
 
     # ------------------------------------------------------------------ versions
     @abc.abstractmethod

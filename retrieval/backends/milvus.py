@@ -169,8 +169,6 @@ class MilvusBackend(Backend):
     leftovers removed by `begin_version`, `publish` and `collect`).
     """
 
-    parallel_asks = True
-
     def __init__(
         self,
         uri: str,
