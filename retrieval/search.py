@@ -283,7 +283,12 @@ class Searcher:
         if mode == "hybrid" and qvec is not None and self.reranker is not None and self.settings.rerank:
             legs = QueryLegs(text, analysed.own_terms, terms, english, qvec, dense.legs + lexical_legs,
                              {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
-            ranked, shown = self._rerank(legs, ranked, fields)
+            # A paper the query names exactly stays in front: the re-ranker learned from titles
+            # searched without the title field, where that leg never fires.
+            named = set(self._names_of(text, fields))
+            lead = next((i for i, pi in enumerate(ranked) if int(pi) not in named), len(ranked))
+            rest, shown = self._rerank(legs, ranked[lead:], fields)
+            ranked = np.concatenate([ranked[:lead], rest])
         order = np.concatenate([np.array(first, dtype=np.int64), ranked])
         page = order[offset : offset + limit]
         # Per-bullet BM25 (evidence, explain) only for the bullets of the page's papers.

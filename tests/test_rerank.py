@@ -181,3 +181,17 @@ def test_features_and_reranking_through_the_default_model(e5_searcher: Searcher,
     reranked = Searcher(e5_searcher.index, e5_searcher.embedder, tokenizer=e5_searcher.tokenizer, reranker=backwards)
     plain = [h.paper.id for h in e5_searcher.search(query, limit=len(top)).results]
     assert [h.paper.id for h in reranked.search(query, limit=len(top)).results][:3] == plain[::-1][:3]
+
+
+def test_a_paper_named_exactly_stays_first(fake_sample_index: Path, backwards: Reranker,
+                                           tokenizer: KoreanEnglishTokenizer) -> None:  # fmt: skip
+    """The exact-name leg's paper is not re-ranked: the model never saw that leg fire."""
+    index = load_index(fake_sample_index)
+    plain = Searcher(index, FakeEmbedder(64), tokenizer=tokenizer)
+    reranked = Searcher(index, FakeEmbedder(64), tokenizer=tokenizer, reranker=backwards)
+    default = [h.paper.id for h in plain.search("QLoRA", limit=12).results]
+    moved = [h.paper.id for h in reranked.search("QLoRA", limit=12).results]
+    assert default[0] == moved[0] == "2305.14314"
+    assert moved[1:9] == default[1:][::-1][:8]  # the rest is still re-ranked
+    plain.close()
+    reranked.close()
