@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         default=None, description="JSON-lines queries {q, ids, lang} the build fits the learned models on"
     )
     learned_title_sample: int = Field(default=300, ge=1, description="title-task queries the learned models see")
+    learned_title_fold: int = Field(
+        default=0, ge=0, le=1, description="the title task's half the learned models train on (the other is held out)"
+    )
     learned_refit_percent: float = Field(
         default=REFIT_PERCENT, ge=0, le=100, description="refit the learned models once this share of papers changed"
     )
@@ -85,6 +88,7 @@ class Settings(BaseSettings):
         return LearnOptions(
             tuning_queries=self.tuning_queries,
             title_sample=self.learned_title_sample,
+            title_fold=self.learned_title_fold,
             refit_percent=self.learned_refit_percent,
             rerank=self.learned_rerank,
             rerank_title_sample=self.learned_rerank_title_sample,

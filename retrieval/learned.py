@@ -62,11 +62,13 @@ class LearnOptions:
     `min_queries`: with fewer training queries that have their answer among the candidates, the
     code defaults are kept. `rerank`: also fit the second-stage re-ranker (retrieval/rerank.py) on
     the tuning queries and `rerank_title_sample` fold-0 titles (it gains with more titles than the
-    linear fusion needs: EVALUATION.md).
+    linear fusion needs: EVALUATION.md). `title_fold`: the title task's half the models learn
+    from (0; 1 fits them on the other half, so that each half can be measured held out).
     """
 
     tuning_queries: Path | None = None
     title_sample: int = 300
+    title_fold: int = 0
     seed: int = 0
     refit_percent: float = REFIT_PERCENT
     min_queries: int = 100

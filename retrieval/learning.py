@@ -84,6 +84,7 @@ class LearningStep:
             "tokenizer": tokenizer.name,
             "tuning_queries_sha256": sha,
             "title_sample": options.title_sample,
+            "title_fold": options.title_fold,
             "seed": options.seed,
             "min_queries": options.min_queries,
             "reranker": RERANK_FEATURES_ID if options.rerank else None,

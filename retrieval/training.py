@@ -274,18 +274,21 @@ def choose_threshold(right_answers: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- the build's fit
-def title_sample(searcher: Searcher, cap: int, seed: int) -> np.ndarray:
-    """Indexes of at most `cap` fold-0 papers, drawn with `seed` (sorted)."""
-    fold0 = np.flatnonzero([title_fold(p.arxiv_id) == 0 for p in searcher.papers])
-    if len(fold0) <= cap:
-        return fold0
-    return np.sort(np.random.default_rng(seed).choice(fold0, size=cap, replace=False))
+def title_sample(searcher: Searcher, cap: int, seed: int, fold: int = 0) -> np.ndarray:
+    """Indexes of at most `cap` papers of title fold `fold`, drawn with `seed` (sorted)."""
+    papers = np.flatnonzero([title_fold(p.arxiv_id) == fold for p in searcher.papers])
+    if len(papers) <= cap:
+        return papers
+    return np.sort(np.random.default_rng(seed).choice(papers, size=cap, replace=False))
 
 
-def fold1_corrections(searcher: Searcher, title_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query map and hub scores fitted on fold 1's titles only: what fold 0's title queries use."""
-    fold1 = np.flatnonzero([title_fold(p.arxiv_id) == 1 for p in searcher.papers])
-    return english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, title_vectors, fold1)
+def fold1_corrections(
+    searcher: Searcher, title_vectors: np.ndarray, fold: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The query map and hub scores fitted on title fold `fold`'s titles only (default 1): what
+    the other fold's title queries use."""
+    papers = np.flatnonzero([title_fold(p.arxiv_id) == fold for p in searcher.papers])
+    return english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, title_vectors, papers)
 
 
 def title_block(
@@ -350,18 +353,21 @@ def fit_learned(
     and a fit on them alone measured no better than the code defaults (EVALUATION.md).
     """
     started = time.perf_counter()
-    fitted_on: dict[str, Any] = {"inputs": inputs, "papers": len(title_vectors), "title_fold": 0,
+    fitted_on: dict[str, Any] = {"inputs": inputs, "papers": len(title_vectors), "title_fold": options.title_fold,
                                  "seed": options.seed}  # fmt: skip
     if not tuning or searcher is None:
         note = "no tuning queries (--tuning-queries, RETRIEVAL_TUNING_QUERIES)"
         return LearnedModels(None, None, _stamp(fitted_on, started), note=note)
-    sample = title_sample(searcher, options.title_sample, options.seed)
-    rerank_sample = title_sample(searcher, options.rerank_title_sample, options.seed) if options.rerank else sample
+    fold = options.title_fold
+    sample = title_sample(searcher, options.title_sample, options.seed, fold)
+    rerank_sample = (
+        title_sample(searcher, options.rerank_title_sample, options.seed, fold) if options.rerank else sample
+    )
     titles = [searcher.papers[i].title.strip() for i in np.union1d(sample, rerank_sample)]
     searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + titles)
     live = searcher.english_corrections  # title_block replaces them
     with ThreadPoolExecutor(max_workers=1) as worker:  # FAISS releases the GIL: overlap with the tuning queries
-        corrections = worker.submit(fold1_corrections, searcher, title_vectors)
+        corrections = worker.submit(fold1_corrections, searcher, title_vectors, 1 - fold)
         blocks = {"tuning": tuning_block(searcher, tuning, tuning_vectors)}  # with the searcher's own corrections
         blocks["title"] = title_block(searcher, title_vectors, sample, corrections.result())
     counts = {name: answered(block) for name, block in blocks.items()}

@@ -158,6 +158,29 @@ def test_a_small_change_carries_the_models_and_a_larger_one_refits(
     assert refitted is not None and refitted.drift == 0
 
 
+def test_the_models_can_learn_from_the_other_title_fold(
+    corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
+) -> None:
+    """`title_fold=1` (RETRIEVAL_LEARNED_TITLE_FOLD) trains on fold 1's titles, so that fold 0
+    can be measured held out; switching folds refits."""
+    from retrieval.evaluation import title_fold
+    from retrieval.training import title_sample
+
+    index = tmp_path / "index"
+    build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(tuning_file))
+    report = build_index(
+        corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(tuning_file, title_fold=1)
+    )
+    assert report.learned["action"] == "fitted" and report.learned["reason"] == "the training inputs changed"
+    stored = load_index(index).learned
+    assert stored is not None and stored.fitted_on["title_fold"] == 1
+    searcher = open_searcher(index)
+    ones = title_sample(searcher, 100, 0, fold=1)
+    assert len(ones) and all(title_fold(searcher.papers[i].arxiv_id) == 1 for i in ones)
+    assert stored.fitted_on["title_queries"] == len(ones)
+    searcher.close()
+
+
 def test_changed_tuning_queries_refit_even_on_an_unchanged_corpus(
     corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
 ) -> None:
