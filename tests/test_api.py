@@ -549,3 +549,24 @@ def test_real_model_finds_lora_from_korean_and_english(e5_sample_index: Path, e5
             "/search", params={"q": "low-rank adaptation of large language models", "mode": "dense", "k": 3}
         )
         assert ids(english)[0] == LORA
+
+
+def test_the_package_log_follows_stderr_even_after_the_one_it_started_with_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import logging
+    import sys
+
+    from retrieval.api.app import configure_logging
+
+    logger = logging.getLogger("retrieval")
+    monkeypatch.setattr(logger, "handlers", [])
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    first.close()  # e.g. a test's captured stderr, or a replaced one
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    logging.getLogger("retrieval.learned").warning("one line")
+    assert later.getvalue() == "WARNING:     one line\n"

@@ -15,9 +15,11 @@ import errno
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -164,6 +166,19 @@ def first_build_if_missing(settings: Settings) -> None:
     build()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler writing to whatever `sys.stderr` is when a line is logged, not the stream
+    it was when the handler was made (a replaced or closed stderr must not break logging)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """Send the package's own log lines (reloads, load failures, watch builds) to stderr beside uvicorn's.
 
@@ -171,7 +186,7 @@ def configure_logging() -> None:
     """
     logger = logging.getLogger("retrieval")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
