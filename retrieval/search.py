@@ -264,14 +264,14 @@ class Searcher:
             lexical_legs = self._lexical_legs(terms, english, fields, filters)
         dense = DenseLegs([], None)
         qvec = None
+        named, mentioned = self._names_of(text, fields), self._mentioned(text, fields)
         depth = self.settings.candidate_depth
         while True:
             if dense_future is not None and vector_future is not None:
                 qvec = vector_future.result()  # the query as written: evidence cosines
                 dense = self._dense_legs(dense_future.result(), english, fields, depth, filters)
             fusion = self._fuse(mode, dense.legs, lexical_legs)
-            lifted = self._lift_mentions(fusion.fused, text, fields)
-            fused = self._boost_names(lifted, text, fields)
+            lifted, fused = self._name_legs(fusion.fused, named, mentioned)
             fused[first] = np.nan  # placed in front below
             candidates = np.flatnonzero(np.isfinite(fused) & mask)
             exhausted = dense_future is None or depth >= len(self._row_paper)
@@ -285,7 +285,6 @@ class Searcher:
                              {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
             # A paper the query names exactly stays in front: the re-ranker learned from titles
             # searched without the title field, where that leg never fires.
-            named = set(self._names_of(text, fields))
             lead = next((i for i, pi in enumerate(ranked) if int(pi) not in named), len(ranked))
             rest, shown = self._rerank(legs, ranked[lead:], fields)
             ranked = np.concatenate([ranked[:lead], rest])
@@ -302,7 +301,7 @@ class Searcher:
         )
         top = float(np.nanmax(fused)) if np.isfinite(fused).any() else 0.0
         scores = {pi: top + len(first) - rank for rank, pi in enumerate(first)}  # above every other score
-        exact = set(first) | set(self._names_of(text, fields))  # the papers the query names: relevance 1
+        exact = set(first) | set(named)  # the papers the query names: relevance 1
         results = [
             self._hit(int(pi), scores.get(int(pi), float(shown[pi])), cite_by, lexical_rows, marks, mode, judge,
                       exact=int(pi) in exact)
@@ -367,7 +366,8 @@ class Searcher:
         lexical = self.lexical_legs(analysed.terms, analysed.english, fields)
         fusion = self._fuse("hybrid", dense, lexical)
         legs = dense + lexical
-        fused = self._boost_names(self._lift_mentions(fusion.fused, analysed.text, fields), analysed.text, fields)
+        named, mentioned = self._names_of(analysed.text, fields), self._mentioned(analysed.text, fields)
+        _, fused = self._name_legs(fusion.fused, named, mentioned)
         return QueryLegs(analysed.text, analysed.own_terms, analysed.terms, analysed.english, qvec, legs,
                          {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
 
@@ -418,38 +418,25 @@ class Searcher:
             return []
         return list(self._names.lookup(text))
 
-    def _boost_names(self, fused: np.ndarray, text: str, fields: tuple[Field_, ...]) -> np.ndarray:
-        """The exact-name leg: lift the papers whose short name or title is `text` (title field only)."""
-        weight = self.settings.weight_name
-        named = self._names_of(text, fields)
-        if not named:
-            return fused
-        finite = fused[np.isfinite(fused)]
-        low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
-        base = np.nan_to_num(fused[named], nan=low)
-        boosted = fused.copy()
-        boosted[named] = base + weight * (high - low + 1.0)
-        return boosted
+    def _name_legs(
+        self, fused: np.ndarray, named: Sequence[int], mentioned: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`fused` after the summary-name leg (the papers whose summary mentions the name a
+        title-shaped query starts with, by `summary_name_lift` x the score range; EVALUATION.md
+        "Query views and lexical feedback") and after the exact-name leg too (the papers the
+        query names, above every other paper)."""
+        lifted = lift_rows(fused, mentioned, self.settings.summary_name_lift, pad=1e-6)
+        return lifted, lift_rows(lifted, named, self.settings.weight_name, pad=1.0)
 
     @functools.cached_property
     def _mentions(self) -> NameMentions:
         return NameMentions(["\n".join(b.text for b in p.bullets) for p in self.papers])
 
-    def _lift_mentions(self, fused: np.ndarray, text: str, fields: Sequence[Field_]) -> np.ndarray:
-        """The summary-name leg: lift the papers whose summary mentions the name a title-shaped
-        query starts with by `summary_name_lift` x the fused score range (EVALUATION.md, "Query
-        views and lexical feedback": +0.012 R@1 on title fold 1)."""
-        lift = self.settings.summary_name_lift
-        name = title_name(text) if lift > 0 and "bullets" in fields else None
-        rows = self._mentions.papers(name) if name else np.zeros(0, dtype=np.int64)
-        if not len(rows):
-            return fused
-        finite = fused[np.isfinite(fused)]
-        spread = float(finite.max() - finite.min()) if len(finite) else 0.0
-        floor = float(finite.min()) if len(finite) else 0.0  # a lifted paper no leg scored starts at the floor
-        lifted = fused.copy()
-        lifted[rows] = np.nan_to_num(lifted[rows], nan=floor) + lift * (spread + 1e-6)
-        return lifted
+    def _mentioned(self, text: str, fields: Sequence[Field_]) -> np.ndarray:
+        """The papers whose summary mentions the name a title-shaped `text` starts with (bullets
+        searched, the summary-name leg on)."""
+        name = title_name(text) if self.settings.summary_name_lift > 0 and "bullets" in fields else None
+        return self._mentions.papers(name) if name else np.zeros(0, dtype=np.int64)
 
     @_open_only
     def get_paper(self, arxiv_id: str) -> PaperDetail:
@@ -843,6 +830,18 @@ class Searcher:
 def by_language(korean: float, english: float, share: float) -> float:
     """A leg weight for a query with this share of Latin letters: `korean` at 0, `english` at 1."""
     return korean + (english - korean) * share
+
+
+def lift_rows(fused: np.ndarray, rows: Sequence[int] | np.ndarray, share: float, pad: float) -> np.ndarray:
+    """`fused` with `rows` raised by `share` x (the finite scores' range + `pad`); a row no leg
+    scored starts at the lowest score. The name legs' one mechanism."""
+    if not len(rows) or share <= 0:
+        return fused
+    finite = fused[np.isfinite(fused)]
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
+    lifted = fused.copy()
+    lifted[rows] = np.nan_to_num(fused[rows], nan=low) + share * (high - low + pad)
+    return lifted
 
 
 def month_counts(dates: np.ndarray) -> dict[str, int]:
