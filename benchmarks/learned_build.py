@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval import training as T  # noqa: E402
-from retrieval.evaluation import EvalQuery, load_query_file, title_fold  # noqa: E402
+from retrieval.evaluation import EvalQuery, held_out_corrections, load_query_file, title_fold  # noqa: E402
 from retrieval.indexer import embed_with_cache  # noqa: E402
 from retrieval.learned import LearnOptions  # noqa: E402
 from retrieval.relevance import E5_SMALL_Q4, Calibration  # noqa: E402
@@ -72,10 +72,7 @@ def collect_all(index: Path) -> tuple[dict[str, T.Block], dict[str, float]]:
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
     for fold in (0, 1):
         papers = np.flatnonzero(folds == fold)
-        others = np.flatnonzero(folds != fold)
-        from retrieval.alignment import english_corrections
-
-        corrections = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, titles, others)
+        corrections = held_out_corrections(searcher, titles, fold)
         blocks[f"title{fold}"] = T.title_block(searcher, titles, papers, corrections)
     return blocks, timing
 

@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from retrieval.alignment import english_corrections  # noqa: E402
-from retrieval.evaluation import load_query_file, title_fold, warm_query_vectors  # noqa: E402
-from retrieval.indexer import embed_with_cache  # noqa: E402
+from title_misses import cached_vectors  # noqa: E402  (titles embedded through the index's cache)
+
+from retrieval.evaluation import held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
 from retrieval.search import Searcher, SearchSettings  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
-from retrieval.store import CACHE_FILE, EmbeddingCache  # noqa: E402
 from retrieval.training import (  # noqa: E402  (the one definition of the features and the fit)
     FEATURES,
     HAND_TUNED,
@@ -77,19 +77,14 @@ def coef_settings(coef: np.ndarray) -> str:
 def title_blocks(searcher: Searcher) -> dict[int, Block]:
     papers = searcher.papers
     titles = [p.title.strip() for p in papers]
-    cache = EmbeddingCache(Path(searcher.index.path).parents[1] / CACHE_FILE)
-    pool, embedded, _ = embed_with_cache(searcher.embedder, titles, cache, as_queries=True)
-    cache.close()
-    print(f"title vectors: {embedded} embedded, {len(titles) - embedded} from the cache", file=sys.stderr)
+    pool = cached_vectors(searcher, titles, as_queries=True)
     vectors = dict(zip(titles, pool, strict=True))
     folds = np.array([title_fold(p.arxiv_id) for p in papers])
     live = searcher.english_corrections
     blocks: dict[int, Block] = {}
     try:
         for fold in (0, 1):
-            others = np.flatnonzero(folds != fold)
-            searcher.set_english_corrections(*english_corrections(searcher.bullet_matrix, searcher.bullet_offsets,
-                                                                  pool, others))  # fmt: skip
+            searcher.set_english_corrections(*held_out_corrections(searcher, pool, fold))
             queries = [(titles[i], {int(i)}, "title") for i in np.flatnonzero(folds == fold)]
             blocks[fold] = collect(searcher, queries, [vectors[q] for q, _, _ in queries], ("bullets",), False)
             print(f"title fold {fold}: {len(queries)} queries", file=sys.stderr, flush=True)

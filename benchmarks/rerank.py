@@ -40,15 +40,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from title_misses import cached_vectors  # noqa: E402  (titles embedded through the index's cache)
 
 from retrieval import rerank  # noqa: E402
-from retrieval.alignment import english_corrections  # noqa: E402
-from retrieval.evaluation import load_query_file, title_fold, warm_query_vectors  # noqa: E402
-from retrieval.indexer import embed_with_cache  # noqa: E402
+from retrieval.evaluation import held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
 from retrieval.rerank import PaperTables, candidate_features  # noqa: E402
 from retrieval.search import ALL_FIELDS, Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
-from retrieval.store import CACHE_FILE, EmbeddingCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "benchmarks" / "queries"
@@ -131,18 +131,13 @@ def collect(searcher: Searcher, tables: PaperTables, queries: Sequence[tuple[str
 def title_blocks(searcher: Searcher, tables: PaperTables) -> dict[str, Block]:
     """Title folds 0 and 1, bullets only, each with the corrections fitted on the other fold's titles."""
     titles = [p.title.strip() for p in searcher.papers]
-    cache = EmbeddingCache(Path(searcher.index.path).parents[1] / CACHE_FILE)
-    pool, embedded, _ = embed_with_cache(searcher.embedder, titles, cache, as_queries=True)
-    cache.close()
-    print(f"title vectors: {embedded} embedded, {len(titles) - embedded} from the cache", file=sys.stderr)
+    pool = cached_vectors(searcher, titles, as_queries=True)
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
     live = searcher.english_corrections
     blocks: dict[str, Block] = {}
     try:
         for fold in (0, 1):
-            others = np.flatnonzero(folds != fold)
-            searcher.set_english_corrections(*english_corrections(searcher.bullet_matrix, searcher.bullet_offsets,
-                                                                  pool, others))  # fmt: skip
+            searcher.set_english_corrections(*held_out_corrections(searcher, pool, fold))
             chosen = np.flatnonzero(folds == fold)
             queries = [(titles[i], {int(i)}, "title") for i in chosen]
             blocks[f"title{fold}"] = collect(searcher, tables, queries, [pool[i] for i in chosen], ("bullets",),

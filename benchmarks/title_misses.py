@@ -6,15 +6,15 @@
     python benchmarks/title_misses.py --index /tmp/views-idx --name-lift 0.3      # with the summary-name leg
 
 The fold is run as `retrieval eval --title-fold 1` runs it: the query map and hub scores fitted
-on fold 0's titles only (`alignment.english_corrections`), bullets only, hybrid. Each query's
-legs are taken from the searcher (`dense_legs`, `lexical_legs`) and fused with `search.fuse`,
-which is what `Searcher.search` ranks by when only bullets are searched, plus the summary-name
-leg at `--name-lift` (default 0: the ranking EVALUATION.md analysed, before that leg; a check
-compares the first hit with the search path on the first queries). For every miss it reports: whether the paper's
-summary is flagged (`Searcher.summary_warnings`), where the paper ranks (top 10 / top 50 /
-below), which leg ranks it best, and what beat it: a summary the searcher flags, a frequent
-winner (first for 3+ other titles of the fold, a hub), a same-topic paper (among the 10 papers
-whose bullet centroids are nearest the right paper's), or something else.
+on fold 0's titles only (`evaluation.held_out_corrections`), bullets only, hybrid. Each query's
+legs and fused scores are the searcher's own (`Searcher.query_legs`), what `Searcher.search`
+ranks by when only bullets are searched, the summary-name leg at `--name-lift` (default 0: the
+ranking EVALUATION.md analysed, before that leg; a check compares the first hit with the search
+path on the first queries). For every miss it reports: whether the paper's summary is flagged
+(`Searcher.summary_warnings`), where the paper ranks (top 10 / top 50 / below), which leg ranks
+it best, and what beat it: a summary the searcher flags, a frequent winner (first for 3+ other
+titles of the fold, a hub), a same-topic paper (among the 10 papers whose bullet centroids are
+nearest the right paper's), or something else.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.alignment import english_corrections  # noqa: E402
-from retrieval.evaluation import title_fold  # noqa: E402
+from retrieval.evaluation import held_out_corrections, title_fold  # noqa: E402
 from retrieval.indexer import embed_with_cache  # noqa: E402
-from retrieval.search import Leg, Searcher, fuse  # noqa: E402
+from retrieval.search import Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 from retrieval.store import EmbeddingCache  # noqa: E402
 
@@ -63,8 +62,7 @@ def install_fold(searcher: Searcher, fold: int) -> tuple[list[int], np.ndarray]:
     fold's paper rows with every paper's title vector (embedded as a query)."""
     titles = cached_vectors(searcher, [p.title.strip() for p in searcher.papers], as_queries=True)
     folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
-    fitted = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, titles, np.flatnonzero(folds != fold))
-    searcher.set_english_corrections(*fitted)
+    searcher.set_english_corrections(*held_out_corrections(searcher, titles, fold))
     searcher.remember_query_vectors({p.title.strip(): titles[i] for i, p in enumerate(searcher.papers)})
     return [int(i) for i in np.flatnonzero(folds == fold)], titles
 
@@ -84,19 +82,11 @@ class Outcome:
     leg_ranks: dict[str, int]
 
 
-def title_legs(searcher: Searcher, title: str, vector: np.ndarray) -> list[Leg]:
-    analysed = searcher.analyse(title)
-    legs = searcher.dense_legs(vector, analysed.english, BULLETS_ONLY)
-    return legs + searcher.lexical_legs(analysed.terms, analysed.english, BULLETS_ONLY)
-
-
 def run_fold(searcher: Searcher, rows: list[int], titles: np.ndarray) -> list[Outcome]:
     out: list[Outcome] = []
-    size = len(searcher.papers)
     for row in rows:
-        title = searcher.papers[row].title.strip()
-        legs = title_legs(searcher, title, titles[row])
-        fused = searcher._lift_mentions(fuse(legs, size, searcher.settings.z_depth).fused, title, BULLETS_ONLY)
+        query = searcher.query_legs(searcher.papers[row].title.strip(), titles[row], BULLETS_ONLY)
+        legs, fused = query.legs, query.fused
         filled = np.where(np.isfinite(fused), fused, -np.inf)
         out.append(Outcome(row, rank_of(fused, row), int(np.argmax(filled)),
                            {leg.name: rank_of(leg.scores, row) for leg in legs}))  # fmt: skip

@@ -21,8 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.alignment import english_corrections  # noqa: E402
-from retrieval.evaluation import CUTOFF, load_query_file, title_fold, warm_query_vectors  # noqa: E402
+from retrieval.evaluation import CUTOFF, held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
 from retrieval.search import Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 
@@ -67,11 +66,8 @@ def measure(index: Path) -> dict[str, object]:
         "offtopic odd lines": float(np.mean(passing[0::2])),
         "offtopic even lines": float(np.mean(passing[1::2])),
     }
-    folds = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
     pool = np.stack([vectors[p.title.strip()] for p in searcher.papers])
-    searcher.set_english_corrections(
-        *english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, pool, np.flatnonzero(folds == 0))
-    )
+    searcher.set_english_corrections(*held_out_corrections(searcher, pool, 1))
     row[f"title fold 1 ({TITLES}) right flagged"] = flagged(searcher, titles, ("bullets",))
     searcher.close()
     return row

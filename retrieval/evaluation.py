@@ -242,6 +242,16 @@ def title_fold(arxiv_id: str) -> int:
     return int(hashlib.sha256(arxiv_id.encode("utf-8")).hexdigest(), 16) % 2
 
 
+def held_out_corrections(
+    searcher: Searcher, title_vectors: np.ndarray, fold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The English corrections (query map, bullet and paper hub scores) fitted on the titles of
+    every paper outside title fold `fold`: all that fold `fold`'s title queries may use.
+    `title_vectors`: every paper's title embedded as a query."""
+    others = np.flatnonzero([title_fold(p.arxiv_id) != fold for p in searcher.papers])
+    return english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, title_vectors, others)
+
+
 def evaluate_title_task(
     searcher: Searcher,
     mode: Mode,
@@ -273,9 +283,7 @@ def evaluate_title_task(
     ranked: list[Ranked] = []
     try:
         for fold in (0, 1) if only_fold is None else (only_fold,):
-            others = np.flatnonzero(folds != fold)
-            fitted = english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, pool, others)
-            swap(fitted)
+            swap(held_out_corrections(searcher, pool, fold))
             in_fold = [q for q, f in zip(queries, folds, strict=True) if f == fold]
             ranked += run_queries(searcher, in_fold, mode, ("bullets",))
     finally:

@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.alignment import english_corrections
-from retrieval.evaluation import EvalQuery, title_fold
+from retrieval.evaluation import EvalQuery, held_out_corrections, title_fold
 from retrieval.hubness import latin_share
 from retrieval.learned import FUSION_FIELDS, LearnedModels, LearnOptions, search_settings
 from retrieval.lexical import KoreanEnglishTokenizer
@@ -282,24 +281,15 @@ def title_sample(searcher: Searcher, cap: int, seed: int, fold: int = 0) -> np.n
     return np.sort(np.random.default_rng(seed).choice(papers, size=cap, replace=False))
 
 
-def fold1_corrections(
-    searcher: Searcher, title_vectors: np.ndarray, fold: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query map and hub scores fitted on title fold `fold`'s titles only (default 1): what
-    the other fold's title queries use."""
-    papers = np.flatnonzero([title_fold(p.arxiv_id) == fold for p in searcher.papers])
-    return english_corrections(searcher.bullet_matrix, searcher.bullet_offsets, title_vectors, papers)
-
-
 def title_block(
     searcher: Searcher,
     title_vectors: np.ndarray,
     papers: np.ndarray,
     corrections: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Block:
-    """Title queries of `papers` (fold 0), bullets only, with `corrections` (default:
-    `fold1_corrections`). Leaves the searcher with those corrections: use a searcher of its own."""
-    searcher.set_english_corrections(*(corrections or fold1_corrections(searcher, title_vectors)))
+    """Title queries of `papers` (fold 0), bullets only, with `corrections` (default: those held
+    out from fold 0). Leaves the searcher with those corrections: use a searcher of its own."""
+    searcher.set_english_corrections(*(corrections or held_out_corrections(searcher, title_vectors, 0)))
     queries = [(searcher.papers[i].title.strip(), {int(i)}, "title") for i in papers]
     return collect(searcher, queries, [title_vectors[i] for i in papers], ("bullets",))
 
@@ -367,7 +357,7 @@ def fit_learned(
     searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, [q.q for q in tuning] + titles)
     live = searcher.english_corrections  # title_block replaces them
     with ThreadPoolExecutor(max_workers=1) as worker:  # FAISS releases the GIL: overlap with the tuning queries
-        corrections = worker.submit(fold1_corrections, searcher, title_vectors, 1 - fold)
+        corrections = worker.submit(held_out_corrections, searcher, title_vectors, fold)
         blocks = {"tuning": tuning_block(searcher, tuning, tuning_vectors)}  # with the searcher's own corrections
         blocks["title"] = title_block(searcher, title_vectors, sample, corrections.result())
     counts = {name: answered(block) for name, block in blocks.items()}
