@@ -38,7 +38,7 @@ from retrieval.evaluation import EvalResult, evaluate_query_file, evaluate_title
 from retrieval.search import Searcher, SearchSettings  # noqa: E402
 from retrieval.store import IndexData, load_index  # noqa: E402
 
-QUERY_SETS = {"dev": ROOT / "benchmarks/queries/dev.jsonl", "test": ROOT / "benchmarks/queries/test.jsonl"}
+QUERY_SETS = {"dev": ROOT / "retrieval/data/dev.jsonl", "test": ROOT / "benchmarks/queries/test.jsonl"}
 
 
 def publish_records(backend: Backend, searcher: Searcher, name: str, hubs: tuple[np.ndarray, np.ndarray]) -> float:

@@ -5,7 +5,7 @@
     python benchmarks/calibrate_relevance.py --index /tmp/relevance-idx [--json FILE]
                                                   # titles' query vectors come from its cache
 
-Tuning queries: benchmarks/queries/dev.jsonl (hybrid, every field, as users search) and a fixed
+Tuning queries: retrieval/data/dev.jsonl (hybrid, every field, as users search) and a fixed
 sample of the title task (each paper's English title finds the paper; bullets only, with the
 English corrections fitted on the other half of the titles, as in `retrieval eval`). Off-topic
 queries: benchmarks/queries/offtopic.jsonl, odd lines to fit, even lines held out.
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval.alignment import english_corrections  # noqa: E402
 from retrieval.corpus import Paper  # noqa: E402
 from retrieval.evaluation import CUTOFF, load_query_file, title_fold, warm_query_vectors  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.relevance import Calibration  # noqa: E402
 from retrieval.search import Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
@@ -146,7 +147,7 @@ def title_rows(searcher: Searcher, index: Path, samples: dict[str, list[Paper]])
 
 
 def collect(searcher: Searcher, index: Path) -> list[Row]:
-    dev = load_query_file(QUERIES / "dev.jsonl")
+    dev = load_query_file(DEV_QUERIES)
     offtopic = load_offtopic(QUERIES / "offtopic.jsonl")
     warm_query_vectors(searcher, [q.q for q in dev] + [q for q, _, _ in offtopic], "hybrid")
     rows: list[Row] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.evaluation import evaluate, load_query_file  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.search import SearchSettings  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 
@@ -38,7 +39,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--queries", type=Path, default=ROOT / "benchmarks" / "queries" / "dev.jsonl")
+    parser.add_argument("--queries", type=Path, default=DEV_QUERIES)
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="default: every variant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ calibration needs off-topic queries.
     python benchmarks/learned_build.py --index /tmp/learned-idx --features /tmp/learned/blocks.npz
 
 1. Title sample: the fusion is fitted on N title-task queries of fold 0 (seeds 0-4) plus
-   benchmarks/queries/dev.jsonl, and re-ranks the candidates of title fold 1 (all 2,730; English
+   retrieval/data/dev.jsonl, and re-ranks the candidates of title fold 1 (all 2,730; English
    corrections fitted on fold 0) and of benchmarks/queries/test.jsonl; with the time
    `training.fit_learned` takes for that N on this machine (features, fusion and calibration).
 2. Calibration: fitted on dev + 300 fold-0 titles, with and without the odd lines of

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from title_misses import cached_vectors  # noqa: E402  (titles embedded through the index's cache)
 
 from retrieval.evaluation import held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.search import Searcher, SearchSettings  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 from retrieval.training import (  # noqa: E402  (the one definition of the features and the fit)
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks = load(args.features)
     else:
         titles = title_blocks(searcher)
-        blocks = {"title0": titles[0], "title1": titles[1], "dev": file_block(searcher, QUERIES / "dev.jsonl")}
+        blocks = {"title0": titles[0], "title1": titles[1], "dev": file_block(searcher, DEV_QUERIES)}
         save(args.features, blocks)
     base = coefficients(HAND_TUNED)
     t0, t1, dev = blocks["title0"], blocks["title1"], blocks["dev"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Explore ranking levers fast, on whole score matrices instead of one query at a time.
 
-    python benchmarks/levers.py --index index/daily [--queries benchmarks/queries/dev.jsonl] [--cache DIR]
+    python benchmarks/levers.py --index index/daily [--queries retrieval/data/dev.jsonl] [--cache DIR]
 
 For the title task (bullets only) and the development set it computes, for every query, the
 paper scores of each leg variant (dense max / max+second / centroid mix; BM25 over bullets,
@@ -113,7 +113,7 @@ def cached_query_vectors(searcher, texts: list[str], cache_dir: Path) -> np.ndar
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--queries", type=Path, default=Path("benchmarks/queries/dev.jsonl"))
+    parser.add_argument("--queries", type=Path, default=Path("retrieval/data/dev.jsonl"))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/levers-cache"))
     parser.add_argument("--out", type=Path, help="write the table as JSON here too")
     args = parser.parse_args()

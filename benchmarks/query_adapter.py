@@ -4,7 +4,7 @@
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --proxy                  # every variant, dense proxy
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --sample 1500 --variant ridge --variant nce-sgd-mixed
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --sample 0 --variant ridge --variant nce-sgd-mixed \
-        --queries benchmarks/queries/dev.jsonl                                              # full title task + dev
+        --queries retrieval/data/dev.jsonl                                              # full title task + dev
     python benchmarks/query_adapter.py --index /tmp/adapter-idx --no-title --variant ridge --variant nce-sgd-mixed \
         --queries benchmarks/queries/test.jsonl                                             # once, the chosen one
     python benchmarks/query_adapter.py --compare results.json ridge nce-sgd-mixed            # paired, from a --json

@@ -50,7 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "name-in-summary-1": {"summary_name_lift": 1.0},
     "default": {},
 }
-QUERY_FILES = ("benchmarks/queries/dev.jsonl", "benchmarks/queries/test.jsonl")
+QUERY_FILES = ("retrieval/data/dev.jsonl", "benchmarks/queries/test.jsonl")
 
 
 def warm_views(searcher: Searcher, texts: Sequence[str]) -> None:

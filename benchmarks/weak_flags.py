@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.evaluation import CUTOFF, held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.search import Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
 
@@ -48,7 +49,7 @@ def title_sample(searcher: Searcher) -> list[tuple[str, set[str]]]:
 
 def measure(index: Path) -> dict[str, object]:
     searcher = open_searcher(index)
-    dev = [(q.q, set(q.ids)) for q in load_query_file(QUERIES / "dev.jsonl")]
+    dev = [(q.q, set(q.ids)) for q in load_query_file(DEV_QUERIES)]
     test = [(q.q, set(q.ids)) for q in load_query_file(QUERIES / "test.jsonl")]
     lines = (QUERIES / "offtopic.jsonl").read_text(encoding="utf-8").splitlines()
     offtopic = [str(json.loads(line)["q"]).strip() for line in lines if line.strip()]

@@ -215,10 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--tuning-queries",
-        type=Path,
         metavar="FILE",
-        help="JSON lines {q, ids, lang}: reader-style queries the learned fusion weights and relevance calibration "
-        "are fitted on, with a sample of the titles (default: $RETRIEVAL_TUNING_QUERIES, else none: code defaults)",
+        help="JSON lines {q, ids, lang}: reader-style queries the learned fusion weights, re-ranker and relevance "
+        "calibration are fitted on, with the titles of half the papers; 'none': fit nothing, serve the code defaults "
+        "(default: $RETRIEVAL_TUNING_QUERIES, else the file the index was fitted on, else the bundled dev set)",
     )
     build.add_argument("--json", action="store_true", help="print one JSON summary on stdout (default: a line of text)")
     add_backend_flags(build)

@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     index_dir: Path = Field(default=DEFAULT_INDEX, description="index directory to build or serve")
     model: str = Field(default=DEFAULT_MODEL, description="model spec used to build an index")
     batch_size: int = Field(default=256, ge=1, le=4096, description="texts per embedding call")
-    tuning_queries: Path | None = Field(
-        default=None, description="JSON-lines queries {q, ids, lang} the build fits the learned models on"
+    tuning_queries: Path | Literal["none"] | None = Field(
+        default=None,
+        description="JSON-lines queries {q, ids, lang} the build fits the learned models on; "
+        "unset: the bundled dev set; none: fit nothing",
     )
     learned_title_sample: int = Field(default=300, ge=1, description="title-task queries the learned models see")
     learned_title_fold: int = Field(
@@ -98,6 +100,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("tuning_queries", mode="before")
+    @classmethod
+    def _tuning_choice(cls, value: object) -> object:
+        if value is None or str(value).strip() == "":
+            return None
+        return "none" if str(value).strip().lower() == "none" else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class EvalResult:
     metrics: dict[str, float]
     by_group: dict[str, dict[str, float]] = field(default_factory=dict)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    in_sample: str = ""  # why these queries are not held out from the index's learned models, if not
 
     def to_json(self, with_misses: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -75,6 +76,7 @@ class EvalResult:
             "queries": self.queries,
             "metrics": self.metrics,
             "by_group": self.by_group,
+            "in_sample": self.in_sample,
         }
         if with_misses:
             data["misses"] = self.misses
@@ -301,6 +303,24 @@ def evaluate_known_items(searcher: Searcher, mode: Mode, max_words: int = NAME_M
 
 
 # ----------------------------------------------------------------------------- CLI
+def in_sample_note(searcher: Searcher, query_file: Path | None = None, only_fold: int | None = None) -> str:
+    """Why a task's queries are not held out from the index's learned models ("" when they are):
+    a query file the build fitted on, or the title fold it fitted on."""
+    learned = searcher.index.learned
+    if learned is None or not learned.fitted:
+        return ""
+    fitted_on = learned.fitted_on
+    if query_file is not None:
+        fitted_sha = fitted_on.get("inputs", {}).get("tuning_queries_sha256")
+        if fitted_sha is not None and hashlib.sha256(query_file.read_bytes()).hexdigest() == fitted_sha:
+            return f"the index's learned models were fitted on {query_file.name}: in-sample"
+        return ""
+    fold = int(fitted_on.get("title_fold", 0))
+    if only_fold is None or only_fold == fold:
+        return f"the index's learned models were fitted on title fold {fold}; held out: --title-fold {1 - fold}"
+    return ""
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
     """A markdown table: one row per (task, mode, group)."""
     lines = [
@@ -341,16 +361,20 @@ def run_cli(args: argparse.Namespace, config: Settings | None = None) -> int:
     results: list[EvalResult] = []
     for mode in modes:
         if args.queries is not None:
-            results.append(evaluate_query_file(searcher, args.queries, mode))
+            result = evaluate_query_file(searcher, args.queries, mode)
+            results.append(replace(result, in_sample=in_sample_note(searcher, query_file=args.queries)))
         if args.known_items:
             results.append(evaluate_known_items(searcher, mode, args.name_max_words or NAME_MAX_WORDS))
         if args.queries is None and not args.known_items:
-            results.append(evaluate_title_task(searcher, mode, only_fold=args.title_fold))
+            result = evaluate_title_task(searcher, mode, only_fold=args.title_fold)
+            results.append(replace(result, in_sample=in_sample_note(searcher, only_fold=args.title_fold)))
     if args.json:
         payload = [r.to_json(with_misses=args.misses) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False))
     else:
         print(format_table(results))
+        for note in dict.fromkeys(r.in_sample for r in results if r.in_sample):
+            print(f"\nnote: {note}")
         flagged = len(searcher.summary_warnings)
         print(f"\nsummaries flagged as not matching their paper: {flagged} of {len(searcher.papers)}")
     return 0

@@ -210,7 +210,9 @@ def build_index(
         bullet_texts = [b.text for p in corpus.papers for b in p.bullets]
         keys = {(p.arxiv_id, b.text_hash) for p in corpus.papers for b in p.bullets}
         changed = len({arxiv_id for arxiv_id, _ in previous_keys ^ keys})  # papers added, removed or changed
-        step = LearningStep.plan(learning or LearnOptions(), directory, embedder, tokenizer, changed)
+        step = LearningStep.plan(
+            learning or LearnOptions(), directory, embedder, tokenizer, changed, {p.arxiv_id for p in corpus.papers}
+        )
         common = dict(
             index=str(directory.path),
             model=embedder.name,

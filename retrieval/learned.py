@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from retrieval.refit import REFIT_PERCENT, refit_due, refit_share
 from retrieval.relevance import Calibration, calibration_for
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("retrieval.learned")
 
 LEARNED_FILE = "learned.json"
+# The dev set (reader-style queries about papers of the real corpus, every language) ships with
+# the package: a build fits its models on it unless told otherwise (`LearnOptions.tuning_queries`).
+DEV_QUERIES = Path(__file__).resolve().parent / "data" / "dev.jsonl"
+NO_TUNING = "none"  # `--tuning-queries none`: fit nothing, serve the code defaults
+TuningChoice = Path | Literal["none"] | None
 SCHEMA = 1
 # The `SearchSettings` fields the fusion model sets (bullet legs per language, title legs).
 FUSION_FIELDS = (
@@ -54,8 +59,10 @@ _CALIBRATION_FIELDS = tuple(f.name for f in fields(Calibration))
 class LearnOptions:
     """What a build fits the models on (the inputs) and when it refits them.
 
-    `tuning_queries`: a JSON-lines file `{q, ids, lang}` of reader-style queries (e.g.
-    benchmarks/queries/dev.jsonl); without it nothing is fitted and the code defaults serve.
+    `tuning_queries`: a JSON-lines file `{q, ids, lang}` of reader-style queries; None (not
+    chosen): the file the live models were fitted on while it exists, else the bundled dev set
+    `DEV_QUERIES`; `NO_TUNING`: nothing is fitted and the code defaults serve. Only the queries
+    that name a paper of the corpus count (none of the bundled ones names a sample paper).
     `title_sample`: at most this many title-task queries of fold 0, drawn with `seed` (300: a
     larger sample measured the same and costs about 10 ms a query). `refit_percent`: carry the
     previous models forward while fewer than this share of the papers changed since their fit.
@@ -66,7 +73,7 @@ class LearnOptions:
     from (0; 1 fits them on the other half, so that each half can be measured held out).
     """
 
-    tuning_queries: Path | None = None
+    tuning_queries: TuningChoice = None
     title_sample: int = 300
     title_fold: int = 0
     seed: int = 0

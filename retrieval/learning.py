@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,23 +23,50 @@ from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, UsageError
 from retrieval.evaluation import EvalQuery, load_query_file
 from retrieval.ids import split_arxiv_ids
-from retrieval.learned import LEARNED_FILE, LearnedModels, LearnOptions, carried, read_learned, refit_reason
+from retrieval.learned import (
+    DEV_QUERIES,
+    LEARNED_FILE,
+    NO_TUNING,
+    LearnedModels,
+    LearnOptions,
+    TuningChoice,
+    carried,
+    read_learned,
+    refit_reason,
+)
 from retrieval.lexical import KoreanEnglishTokenizer
 from retrieval.store import EmbeddingCache, IndexData, IndexDirectory, Manifest, read_lexical_parts
 
 
-def read_tuning(path: Path | None) -> tuple[list[EvalQuery], str | None]:
-    """The tuning queries as the searcher embeds them (arXiv ids taken out), and the file's sha256."""
+def choose_tuning(choice: TuningChoice, previous: LearnedModels | None) -> Path | None:
+    """The tuning file a build fits on: the one chosen; when none was chosen, the one the live
+    models were fitted on while it exists (an index keeps its tuning queries as it keeps its
+    model: `watch` and a plain rebuild do not drop them), else the bundled dev set."""
+    if choice == NO_TUNING:
+        return None
+    if choice is not None:
+        return Path(choice)
+    kept = str(previous.fitted_on.get("tuning_queries_path") or "") if previous is not None else ""
+    if kept == NO_TUNING:
+        return None
+    return Path(kept) if kept and Path(kept).is_file() else DEV_QUERIES
+
+
+def read_tuning(path: Path | None, paper_ids: Collection[str]) -> tuple[list[EvalQuery], str | None, str]:
+    """The tuning queries that name a paper of the corpus (`paper_ids`), as the searcher embeds
+    them (arXiv ids taken out); the file's sha256; why none are used, when none are."""
     if path is None:
-        return [], None
+        return [], None, f"no tuning queries (--tuning-queries {NO_TUNING})"
     if not path.is_file():
         raise UsageError(f"tuning queries file {path} not found (--tuning-queries, RETRIEVAL_TUNING_QUERIES)")
-    queries = []
+    queries, total = [], 0
     for query in load_query_file(path):
+        total += 1
         rest = split_arxiv_ids(query.q)[1]
-        if rest:
+        if rest and any(i in paper_ids for i in query.ids):
             queries.append(replace(query, q=rest))
-    return queries, hashlib.sha256(path.read_bytes()).hexdigest()
+    why = "" if queries else f"none of the {total} tuning queries in {path.name} names a paper of this corpus"
+    return queries, hashlib.sha256(path.read_bytes()).hexdigest(), why
 
 
 @dataclass
@@ -51,6 +79,7 @@ class LearningStep:
     changed: int
     reason: str | None  # why the models are refitted; None: carried forward
     tuning: list[EvalQuery]
+    no_tuning: str  # why no tuning query is used ("" when some are)
     tuning_vectors: np.ndarray | None = None
     outcome: dict[str, Any] = field(default_factory=dict)
 
@@ -62,10 +91,10 @@ class LearningStep:
         embedder: Embedder,
         tokenizer: KoreanEnglishTokenizer,
         changed: int,
+        paper_ids: Collection[str],
     ) -> LearningStep:
-        """`changed`: papers this build adds, removes or changes. Without a tuning file in
-        `options`, the one the live models were fitted on is used while it exists (an index keeps
-        its tuning queries as it keeps its model: `watch` and a plain rebuild do not drop them)."""
+        """`changed`: papers this build adds, removes or changes; `paper_ids`: the corpus's papers
+        (the tuning queries that name none of them are left out). `choose_tuning` picks the file."""
         from retrieval.rerank import FEATURES_ID as RERANK_FEATURES_ID
         from retrieval.training import FEATURES_ID
 
@@ -74,10 +103,8 @@ class LearningStep:
         except IndexCorruptError:
             version = None
         previous = read_learned(version) if version is not None and version.is_dir() else None
-        kept = str(previous.fitted_on.get("tuning_queries_path") or "") if previous is not None else ""
-        if options.tuning_queries is None and kept and Path(kept).is_file():
-            options = replace(options, tuning_queries=Path(kept))
-        tuning, sha = read_tuning(options.tuning_queries)
+        options = replace(options, tuning_queries=choose_tuning(options.tuning_queries, previous))
+        tuning, sha, why = read_tuning(options.tuning_queries, paper_ids)
         inputs = {
             "features": FEATURES_ID,
             "model": embedder.name,
@@ -91,7 +118,7 @@ class LearningStep:
             "rerank_title_sample": options.rerank_title_sample if options.rerank else None,
         }
         reason = "first build" if version is None else refit_reason(previous, inputs, changed, options.refit_percent)
-        return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning)
+        return cls(options, embedder, tokenizer, inputs, previous, changed, reason, tuning, why)
 
     @property
     def carries(self) -> bool:
@@ -150,10 +177,11 @@ class LearningStep:
         from retrieval.search import Searcher
         from retrieval.training import fit_learned
 
+        chosen = self.options.tuning_queries
+        where = {"tuning_queries_path": str(Path(chosen).resolve()) if chosen is not None else NO_TUNING}
         if not self.tuning:  # nothing to fit on: no need for a searcher
-            return fit_learned(None, title_queries, self.options, self.inputs)
-        assert self.options.tuning_queries is not None
-        where = {"tuning_queries_path": str(self.options.tuning_queries.resolve())}
+            models = fit_learned(None, title_queries, self.options, self.inputs)
+            return replace(models, fitted_on={**models.fitted_on, **where}, note=self.no_tuning)
         hub_bullets, hub_papers, query_map = corrections
         sparse, term_map, summary_ranks = read_lexical_parts(target)
         data = IndexData(

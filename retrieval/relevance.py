@@ -21,7 +21,7 @@ index's own model and corpus and stores it in the index (retrieval/learned.py, t
 off-topic queries needed), which the searcher uses instead. The numbers below were fitted by
 `python benchmarks/calibrate_relevance.py --index <a copy of the full-corpus index>`
 (it prints a `Calibration(...)` and the threshold table): positives are
-the right answers of the dev queries (benchmarks/queries/dev.jsonl) and of a fixed sample of the
+the right answers of the dev queries (retrieval/data/dev.jsonl) and of a fixed sample of the
 title task when they are in the top 10; negatives are the other top-10 hits of those queries and
 the top-10 hits of the fitting half (odd lines) of benchmarks/queries/offtopic.jsonl. The
 threshold is the largest one on a 0.05 grid that flags at most 5 % of the dev right answers.

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from retrieval.api import create_app
 from retrieval.config import Settings
+from retrieval.learned import DEV_QUERIES
 from retrieval.search import Searcher
 from retrieval.termmap import TermMap
 
@@ -57,7 +58,7 @@ def test_page_has_a_readable_breakdown_without_javascript(client: TestClient) ->
 
 @pytest.mark.slow
 def test_breakdowns_add_up_for_evaluation_queries_through_the_real_model(e5_searcher: Searcher) -> None:
-    lines = (ROOT / "benchmarks" / "queries" / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = DEV_QUERIES.read_text(encoding="utf-8").splitlines()
     queries = [json.loads(line)["q"] for line in lines[::9]]  # 14 queries, every language
     checked = 0
     for query in queries:

@@ -16,11 +16,15 @@ from conftest import SAMPLE
 
 import retrieval.refit as refit
 from retrieval.cli import main
+from retrieval.corpus import load_corpus
 from retrieval.embedding import FakeEmbedder, load_embedder
 from retrieval.errors import IndexCorruptError, QueryFileError
+from retrieval.evaluation import load_query_file
 from retrieval.indexer import build_index
 from retrieval.learned import (
+    DEV_QUERIES,
     LEARNED_FILE,
+    NO_TUNING,
     LearnedModels,
     LearnOptions,
     read_learned,
@@ -208,23 +212,57 @@ def test_an_index_keeps_its_tuning_file_when_a_build_names_none(
     report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(None))
     assert report.learned["action"] == "fitted"
     refitted = load_index(index).learned
-    assert refitted is not None and refitted.fitted and refitted.fitted_on["tuning_queries"] == len(TUNING)
-    tuning_file.unlink()  # gone: the next build has nothing to fit on
+    left = {p.arxiv_id for p in load_corpus(corpus).papers}
+    named = sum(paper in left for _, paper, _ in TUNING)  # the queries about removed papers are left out
+    assert 0 < named < len(TUNING)
+    assert refitted is not None and refitted.fitted and refitted.fitted_on["tuning_queries"] == named
+    tuning_file.unlink()  # gone: the bundled dev set is next, and it names no sample paper
     report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(None))
     assert report.learned["action"] == "defaults" and report.learned["reason"] == "the training inputs changed"
+    assert "none of the 126 tuning queries in dev.jsonl names a paper" in report.learned["note"]
+    assert load_index(index).learned.fitted_on["tuning_queries_path"] == str(DEV_QUERIES)
 
 
 def test_without_tuning_queries_or_data_the_code_defaults_stay(
     corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer
 ) -> None:
     index = tmp_path / "index"
-    report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer)
-    assert report.learned["action"] == "defaults" and "no tuning queries" in report.learned["note"]
+    report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer)  # the bundled dev set
+    assert report.learned["action"] == "defaults"
+    assert report.learned["note"] == "none of the 126 tuning queries in dev.jsonl names a paper of this corpus"
     stored = load_index(index).learned
     assert stored is not None and not stored.fitted
+    report = build_index(corpus, tmp_path / "none", FakeEmbedder(64), tokenizer=tokenizer,
+                         learning=LearnOptions(tuning_queries=NO_TUNING))  # fmt: skip
+    assert report.learned["action"] == "defaults" and "no tuning queries" in report.learned["note"]
+    assert load_index(tmp_path / "none").learned.fitted_on["tuning_queries_path"] == NO_TUNING
     too_few = LearnOptions(tuning_queries=tuning_file)  # the default minimum is far above the sample's 15
     report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=too_few)
     assert report.learned["action"] == "defaults" and "fewer than 100" in report.learned["note"]
+
+
+def test_by_default_a_build_fits_on_the_bundled_dev_queries_that_name_its_papers(
+    corpus: Path, tmp_path: Path, tokenizer: KoreanEnglishTokenizer
+) -> None:
+    """The sample's papers renamed to papers the dev set asks about: the default build fits on
+    exactly those queries, and a later build that names none keeps the choice."""
+    dev_ids = [min(q.ids) for q in load_query_file(DEV_QUERIES)]
+    sample_ids = sorted({p.arxiv_id for p in load_corpus(corpus).papers})
+    for digest in corpus.rglob("*.md"):
+        text = digest.read_text(encoding="utf-8")
+        for old, new in zip(sample_ids, dev_ids[::10], strict=False):
+            text = text.replace(f"abs/{old})", f"abs/{new})")
+        digest.write_text(text, encoding="utf-8")
+    renamed = {p.arxiv_id for p in load_corpus(corpus).papers}
+    named = [q for q in load_query_file(DEV_QUERIES) if set(q.ids) & renamed]
+    assert len(named) == len(sample_ids)
+    index = tmp_path / "index"
+    report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=LearnOptions(min_queries=3))
+    stored = load_index(index).learned
+    assert report.learned["action"] == "fitted" and stored is not None and stored.fitted
+    assert stored.fitted_on["tuning_queries"] == len(named)
+    assert stored.fitted_on["tuning_queries_path"] == str(DEV_QUERIES)
+    assert stored.fitted_on["inputs"]["tuning_queries_sha256"] == file_sha256(DEV_QUERIES)
 
 
 def test_a_bad_tuning_file_stops_the_build_before_it_starts(
@@ -255,6 +293,32 @@ def test_build_index_cli_takes_the_tuning_file(
     report = json.loads(capsys.readouterr().out)
     # the sample is far below the default minimum of training queries: the code defaults, said so
     assert report["learned"]["action"] == "defaults" and "fewer than 100" in report["learned"]["note"]
+
+
+    code = main(["build-index", str(corpus), "--index", index, "--model", "fake:64", "--tuning-queries", "None",
+                 "--json"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["learned"]["action"] == "defaults" and "no tuning queries" in report["learned"]["note"]
+
+
+def test_eval_says_which_queries_the_learned_models_were_fitted_on(
+    corpus: Path, tmp_path: Path, tuning_file: Path, capsys: pytest.CaptureFixture[str],
+    tokenizer: KoreanEnglishTokenizer,
+) -> None:  # fmt: skip
+    index = tmp_path / "index"
+    build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=options(tuning_file))
+    assert main(["eval", "--index", str(index), "--queries", str(tuning_file)]) == 0
+    assert "note: the index's learned models were fitted on tuning.jsonl: in-sample" in capsys.readouterr().out
+    other = tmp_path / "other.jsonl"
+    other.write_text(tuning_file.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    assert main(["eval", "--index", str(index), "--queries", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_sample"] == ""
+    assert main(["eval", "--index", str(index), "--title-fold", "0", "--json"]) == 0
+    note = json.loads(capsys.readouterr().out)["in_sample"]
+    assert note == "the index's learned models were fitted on title fold 0; held out: --title-fold 1"
+    assert main(["eval", "--index", str(index), "--title-fold", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_sample"] == ""
 
 
 # --------------------------------------------------------------------------- loading
@@ -307,7 +371,7 @@ def test_the_searcher_ranks_with_the_stored_weights(
     query = "low-rank adaptation of language models"
     with caplog.at_level(logging.INFO, logger="retrieval.learned"):
         defaults = open_searcher(index, tokenizer=tokenizer)
-    assert any("no learned models (no tuning queries" in r.getMessage() for r in caplog.records)
+    assert any("no learned models (none of the 126 tuning queries" in r.getMessage() for r in caplog.records)
     ids = lambda s, mode: [h.paper.id for h in s.search(query, mode=mode, limit=12).results]  # noqa: E731
     assert ids(defaults, "hybrid") != ids(defaults, "dense")  # the lexical legs count by default
     defaults.close()

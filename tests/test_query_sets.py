@@ -17,9 +17,10 @@ import pytest
 from conftest import REAL_CORPUS, ROOT, needs_real_corpus
 
 from retrieval.corpus import load_corpus
+from retrieval.learned import DEV_QUERIES
 
 QUERIES = ROOT / "benchmarks" / "queries"
-DEV = QUERIES / "dev.jsonl"
+DEV = DEV_QUERIES
 TEST = QUERIES / "test.jsonl"
 LANGS = ("ko", "en", "mixed")
 LATIN = re.compile(r"[A-Za-z]")

@@ -28,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from retrieval.corpus import Paper, load_corpus  # noqa: E402
 from retrieval.errors import CorpusError  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "daily_papers_ko" / "paper_logs"
-DEV_FILE = Path(__file__).resolve().parent / "dev.jsonl"
+DEV_FILE = DEV_QUERIES
 DEFAULT_SEED = 20250510
 # (name, first month, last month), inclusive, compared on "YYYY-MM"
 STRATA: tuple[tuple[str, str, str], ...] = (
