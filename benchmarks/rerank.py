@@ -15,7 +15,7 @@ fold f are searched bullets only with the query map and hub scores fitted on the
 titles, so no title query sees its own title; the candidates' hub scores come from those
 corrections too. `summary_ranks` (how far a paper's summary is from its *own* title) is not a
 feature: for a title query it is computed from the query itself. Training: title fold 0 and
-benchmarks/queries/dev.jsonl; held out: title fold 1 and test. Dev figures are 6-fold
+retrieval/data/dev.jsonl; held out: title fold 1 and test. Dev figures are 6-fold
 cross-validated (each dev fold scored by a model fitted on fold 0 and the other five).
 
 Features per candidate (`retrieval/rerank.py`, the one definition the build and the searcher
@@ -34,7 +34,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from title_misses import cached_vectors  # noqa: E402  (titles embedded through 
 
 from retrieval import rerank  # noqa: E402
 from retrieval.evaluation import held_out_corrections, load_query_file, title_fold, warm_query_vectors  # noqa: E402
+from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.rerank import PaperTables, candidate_features  # noqa: E402
 from retrieval.search import ALL_FIELDS, Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
@@ -181,13 +182,29 @@ class Variant:
     dev_weight: int = 10  # each dev query counts this many times (126 dev against 2,757 titles)
     trees: int = 300
     titles: int | None = None  # a seeded sample of this many fold-0 titles (None: all), as a build would use
+    relative: str = ""  # list-relative copies of the raw features (RELATIVE): "max", "rank", "mean" (measured, dropped)
 
     @property
     def columns(self) -> list[int]:
         return [FEATURES.index(f) for g in self.groups for f in GROUPS[g]]
 
+    def rows(self, x: np.ndarray) -> np.ndarray:
+        """(queries, N, features) of this variant from the collected (queries, >= N, FEATURES)."""
+        x = x[:, : self.depth]
+        chosen = [x[:, :, self.columns]]
+        raw = x[:, :, [FEATURES.index(f) for f in RELATIVE]]
+        if "max" in self.relative:  # how far below the list's best candidate
+            chosen.append(raw - raw.max(axis=1, keepdims=True))
+        if "rank" in self.relative:  # the candidate's rank in the list by that feature
+            chosen.append(np.log1p(np.argsort(np.argsort(-raw, axis=1), axis=1)).astype(np.float32))
+        if "mean" in self.relative:  # against the mean of the list's first 10
+            chosen.append(raw - raw[:, :10].mean(axis=1, keepdims=True))
+        return np.concatenate(chosen, axis=2)
+
 
 ALL = ("legs", "query", "paper", "lexical", "cosine")
+# Features whose raw value means different things from query to query (a list-relative copy may help).
+RELATIVE = [f for f in FEATURES if f.endswith(":raw")] + rerank.LEXICAL_FEATURES + rerank.COSINE_FEATURES
 VARIANTS = [
     Variant("rank-all-50", "lambdarank", 50, ALL),
     Variant("rank-all-30", "lambdarank", 30, ALL),
@@ -204,6 +221,9 @@ VARIANTS = [
     Variant("rank-all-50-t1000", "lambdarank", 50, ALL, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t1000", "lambdarank", 50, ALL, trees=100, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t300", "lambdarank", 50, ALL, trees=100, titles=300, dev_weight=1),
+    Variant("rank-all-50-100trees-rel-max", "lambdarank", 50, ALL, trees=100, relative="max"),
+    Variant("rank-all-50-100trees-rel-rank", "lambdarank", 50, ALL, trees=100, relative="rank"),
+    Variant("rank-all-50-100trees-rel-mean", "lambdarank", 50, ALL, trees=100, relative="mean"),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -216,7 +236,7 @@ def training_rows(blocks: Sequence[tuple[Block, int]], variant: Variant) -> tupl
     xs, ys = [], []
     for block, weight in blocks:
         keep = block.label[:, : variant.depth].any(axis=1)
-        x = block.x[keep, : variant.depth][:, :, variant.columns]
+        x = variant.rows(block.x[keep])
         y = block.label[keep, : variant.depth]
         xs += [x] * weight
         ys += [y] * weight
@@ -263,9 +283,8 @@ def fit(variant: Variant, blocks: Sequence[tuple[Block, int]]) -> Scorer:
 
 def reranked_order(block: Block, variant: Variant, scorer: Scorer) -> np.ndarray:
     """(queries, N): the positions of the first N candidates in their new order (ties keep the default)."""
-    n = variant.depth
-    x = block.x[:, :n][:, :, variant.columns]
-    scores = scorer(x.reshape(-1, x.shape[2])).reshape(len(x), n)
+    x = variant.rows(block.x)
+    scores = scorer(x.reshape(-1, x.shape[2])).reshape(len(x), variant.depth)
     return np.argsort(-scores, axis=1, kind="stable")
 
 
@@ -325,7 +344,7 @@ def cross_validated(variant: Variant, title0: Block, dev: Block) -> np.ndarray:
 
 def scoring_ms(variant: Variant, scorer: Scorer, block: Block, queries: int = 200) -> float:
     """Milliseconds to score one query's N candidates (one call per query, as a searcher would)."""
-    rows = block.x[:queries, : variant.depth][:, :, variant.columns]
+    rows = variant.rows(block.x[:queries])
     started = time.perf_counter()
     for x in rows:
         scorer(x)
@@ -338,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=Path, required=True, help="cache of the candidates' features (.npz)")
     parser.add_argument("--variant", action="append", choices=sorted(BY_NAME), help="only these variants")
     parser.add_argument("--no-cv", action="store_true", help="skip the dev cross-validation")
+    parser.add_argument(
+        "--inner",
+        action="store_true",
+        help="tuning without touching fold 1: fit on a seeded half of fold 0 (and dev), score the other half",
+    )
     parser.add_argument(
         "--test",
         action="append",
@@ -353,25 +377,32 @@ def main(argv: list[str] | None = None) -> int:
         from retrieval.training import PrimedTokenizer
 
         texts = [p.title.strip() for p in searcher.papers]
-        texts += [q.q for name in ("dev.jsonl", "test.jsonl") for q in load_query_file(QUERIES / name)]
+        texts += [q.q for path in (DEV_QUERIES, QUERIES / "test.jsonl") for q in load_query_file(path)]
         searcher.tokenizer = PrimedTokenizer(searcher.tokenizer, texts)
         tables = PaperTables.of(searcher.papers)
         blocks = title_blocks(searcher, tables)
-        blocks["dev"] = file_block(searcher, tables, QUERIES / "dev.jsonl")
+        blocks["dev"] = file_block(searcher, tables, DEV_QUERIES)
         blocks["test"] = file_block(searcher, tables, QUERIES / "test.jsonl")  # scored only with --test
         paper_fold = np.array([title_fold(p.arxiv_id) for p in searcher.papers])
         save(args.features, blocks, paper_fold)
     t0, t1, dev = blocks["title0"], blocks["title1"], blocks["dev"]
+    held_name, held_fold = "title fold 1", 1
+    if args.inner:  # the "fold 1" column becomes the held-out half of fold 0; the dev weight halves with it
+        half = np.random.default_rng(1).permutation(len(t0.label)) % 2 == 0
+        t0, t1, held_name, held_fold = t0.subset(half), t0.subset(~half), "fold 0, inner half B", 0
+        VARIANTS[:] = [v if v.titles else replace(v, dev_weight=max(1, v.dev_weight // 2)) for v in VARIANTS]
+        BY_NAME.update({v.name: v for v in VARIANTS})
     for name, block in blocks.items():
         among = f"{block.label[:, :30].any(axis=1).mean():.3f} / {block.label.any(axis=1).mean():.3f}"
         print(f"{name}: {len(block.label)} queries; default ranking {1000 * np.median(block.seconds_search):.1f} ms, "
               f"features {1000 * np.median(block.seconds_features):.1f} ms (median per query); answer among the "
               f"top 30 / 50: {among}")  # fmt: skip
-    print("\n| variant | title fold 1 R@1 / R@10 / MRR@10 | dev (CV) R@1 / R@10 / MRR@10 | dev MRR en / ko / mixed "
+    print(f"\n| variant | {held_name} R@1 / R@10 / MRR@10 | dev (CV) R@1 / R@10 / MRR@10 | dev MRR en / ko / mixed "
           "| fit s | score ms/query | fold-1 top 10: same-fold share |\n|---|---|---|---|---:|---:|---:|")  # fmt: skip
     identity = np.broadcast_to(np.arange(DEPTH), t1.top.shape)
+    share = same_fold_share(t1, identity, paper_fold, held_fold)
     print(f"| default ranking | {fmt(default_ranks(t1))} | {fmt(default_ranks(dev))} | "
-          f"{by_lang(dev, default_ranks(dev))} | | | {same_fold_share(t1, identity, paper_fold, 1):.3f} |")  # fmt: skip
+          f"{by_lang(dev, default_ranks(dev))} | | | {share:.3f} |")  # fmt: skip
     chosen = [BY_NAME[n] for n in args.variant] if args.variant else VARIANTS
     for variant in chosen:
         started = time.perf_counter()
@@ -379,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         order = reranked_order(t1, variant, scorer)
         r1 = order_ranks(t1.label[:, : variant.depth], order)
-        share = same_fold_share(t1, order, paper_fold, 1)
+        share = same_fold_share(t1, order, paper_fold, held_fold)
         cv = cross_validated(variant, t0, dev) if not args.no_cv else None
         dev_cells = f"{fmt(cv)} | {by_lang(dev, cv)}" if cv is not None else "not run | "
         cost = scoring_ms(variant, scorer, t1)
