@@ -182,6 +182,7 @@ class Variant:
     dev_weight: int = 10  # each dev query counts this many times (126 dev against 2,757 titles)
     trees: int = 300
     titles: int | None = None  # a seeded sample of this many fold-0 titles (None: all), as a build would use
+    seeds: int = 1  # a bag of this many LambdaRank models (random_state 0..seeds-1), scores averaged
     relative: str = ""  # list-relative copies of the raw features (RELATIVE): "max", "rank", "mean" (measured, dropped)
 
     @property
@@ -221,6 +222,7 @@ VARIANTS = [
     Variant("rank-all-50-t1000", "lambdarank", 50, ALL, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t1000", "lambdarank", 50, ALL, trees=100, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t300", "lambdarank", 50, ALL, trees=100, titles=300, dev_weight=1),
+    Variant("rank-all-50-100trees-bag5", "lambdarank", 50, ALL, trees=100, seeds=5),
     Variant("rank-all-50-100trees-rel-max", "lambdarank", 50, ALL, trees=100, relative="max"),
     Variant("rank-all-50-100trees-rel-rank", "lambdarank", 50, ALL, trees=100, relative="rank"),
     Variant("rank-all-50-100trees-rel-mean", "lambdarank", 50, ALL, trees=100, relative="mean"),
@@ -260,9 +262,10 @@ def fit(variant: Variant, blocks: Sequence[tuple[Block, int]]) -> Scorer:
 
         params = {**rerank.PARAMS, "n_estimators": variant.trees}  # the product's settings (retrieval/rerank.py)
         if variant.model == "lambdarank":
-            ranker = lgb.LGBMRanker(**params)
-            ranker.fit(x, y, group=groups)
-            return lambda rows: ranker.booster_.predict(rows, num_threads=1)
+            bag = [lgb.LGBMRanker(**{**params, "random_state": seed}) for seed in range(variant.seeds)]
+            for ranker in bag:
+                ranker.fit(x, y, group=groups)
+            return lambda rows: np.mean([r.booster_.predict(rows, num_threads=1) for r in bag], axis=0)
         del params["objective"], params["lambdarank_truncation_level"]
         classifier = lgb.LGBMClassifier(objective="binary", **params)
         classifier.fit(x, y)
