@@ -182,6 +182,7 @@ class Variant:
     dev_weight: int = 10  # each dev query counts this many times (126 dev against 2,757 titles)
     trees: int = 300
     titles: int | None = None  # a seeded sample of this many fold-0 titles (None: all), as a build would use
+    min_latin: float = 0.0  # queries with a smaller share of Latin letters keep the default order (the product: 0.8)
     seeds: int = 1  # a bag of this many LambdaRank models (random_state 0..seeds-1), scores averaged
     relative: str = ""  # list-relative copies of the raw features (RELATIVE): "max", "rank", "mean" (measured, dropped)
 
@@ -222,6 +223,8 @@ VARIANTS = [
     Variant("rank-all-50-t1000", "lambdarank", 50, ALL, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t1000", "lambdarank", 50, ALL, trees=100, titles=1000, dev_weight=4),
     Variant("rank-all-50-100trees-t300", "lambdarank", 50, ALL, trees=100, titles=300, dev_weight=1),
+    Variant("rank-all-50-100trees-latin0.5", "lambdarank", 50, ALL, trees=100, min_latin=0.5),
+    Variant("rank-all-50-100trees-latin0.8", "lambdarank", 50, ALL, trees=100, min_latin=0.8),
     Variant("rank-all-50-100trees-bag5", "lambdarank", 50, ALL, trees=100, seeds=5),
     Variant("rank-all-50-100trees-rel-max", "lambdarank", 50, ALL, trees=100, relative="max"),
     Variant("rank-all-50-100trees-rel-rank", "lambdarank", 50, ALL, trees=100, relative="rank"),
@@ -288,7 +291,10 @@ def reranked_order(block: Block, variant: Variant, scorer: Scorer) -> np.ndarray
     """(queries, N): the positions of the first N candidates in their new order (ties keep the default)."""
     x = variant.rows(block.x)
     scores = scorer(x.reshape(-1, x.shape[2])).reshape(len(x), variant.depth)
-    return np.argsort(-scores, axis=1, kind="stable")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    kept = block.x[:, 0, FEATURES.index("q_latin")] < variant.min_latin
+    order[kept] = np.arange(variant.depth)
+    return order
 
 
 def order_ranks(label: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -103,7 +103,11 @@ class SearchSettings:
     mismatch_rank: int = 1000
     # Second stage (retrieval/rerank.py): an index built with tuning queries stores a LambdaRank
     # model that re-orders the first `depth` hits of a hybrid search; False keeps the fused order.
+    # It learned mostly from English titles and re-orders only queries whose share of Latin letters
+    # is at least `rerank_min_latin`: Korean and mixed queries lost with it (dev cross-validated
+    # and test, EVALUATION.md round 4; 0.7-0.9 measure the same).
     rerank: bool = True
+    rerank_min_latin: float = 0.8
     query_cache_size: int = 1024
     fields: tuple[Field_, ...] = field(default=ALL_FIELDS)
 
@@ -280,7 +284,7 @@ class Searcher:
             depth *= 4
         ranked = candidates[np.lexsort((candidates, -fused[candidates]))]
         shown = fused  # the score each hit reports
-        if mode == "hybrid" and qvec is not None and self.reranker is not None and self.settings.rerank:
+        if mode == "hybrid" and qvec is not None and self.reranks(english):
             legs = QueryLegs(text, analysed.own_terms, terms, english, qvec, dense.legs + lexical_legs,
                              {leg.name: z for leg, z in fusion.parts}, fused)  # fmt: skip
             # A paper the query names exactly stays in front: the re-ranker learned from titles
@@ -340,6 +344,10 @@ class Searcher:
             facets=counts,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+    def reranks(self, english: float) -> bool:
+        """Whether a hybrid search of a query with this share of Latin letters is re-ranked."""
+        return self.reranker is not None and self.settings.rerank and english >= self.settings.rerank_min_latin
 
     def _rerank(
         self, query: QueryLegs, ranked: np.ndarray, fields: tuple[Field_, ...]

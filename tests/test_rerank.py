@@ -133,6 +133,25 @@ def test_the_searcher_reorders_the_head_of_hybrid_rankings(fake_sample_index: Pa
     reranked.close()
 
 
+def test_korean_and_mixed_queries_keep_the_fused_order(fake_sample_index: Path, backwards: Reranker,
+                                                       tokenizer: KoreanEnglishTokenizer) -> None:  # fmt: skip
+    """The re-ranker learned from English titles and lost on Korean and mixed queries: it serves
+    queries that are mostly Latin letters (`SearchSettings.rerank_min_latin`)."""
+    index = load_index(fake_sample_index)
+    plain = Searcher(index, FakeEmbedder(64), tokenizer=tokenizer)
+    reranked = Searcher(index, FakeEmbedder(64), tokenizer=tokenizer, reranker=backwards)
+    ids = lambda s, q: [h.paper.id for h in s.search(q, limit=12).results]  # noqa: E731
+    for query in ("저랭크 행렬로 미세 조정하는 방법", "저랭크 행렬로 LLM을 LoRA 방식으로 미세 조정"):
+        assert plain.analyse(query).english < SearchSettings().rerank_min_latin
+        assert ids(reranked, query) == ids(plain, query)
+        reranked.settings = SearchSettings(rerank_min_latin=0.0)  # every language: re-ordered
+        assert ids(reranked, query)[:8] == ids(plain, query)[::-1][:8]
+        reranked.settings = SearchSettings()
+    assert reranked.reranks(1.0) and not reranked.reranks(0.5) and not plain.reranks(1.0)
+    plain.close()
+    reranked.close()
+
+
 # --------------------------------------------------------------------------- the build
 def test_the_build_fits_carries_and_checks_the_reranker(
     corpus: Path, tmp_path: Path, tuning_file: Path, tokenizer: KoreanEnglishTokenizer,  # noqa: F811
