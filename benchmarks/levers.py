@@ -193,7 +193,7 @@ def main() -> int:
                 dense[name + "|title"] = np.maximum(dense[name], dense_title)
                 dense[name + "+0.5title"] = dense[name] + 0.5 * dense_title
 
-        def record(name: str, scores: Scores) -> None:
+        def record(name: str, scores: Scores, answers=answers, task=task, groups=groups) -> None:  # noqa: ANN001
             ranks = ranks_of(scores, answers)
             row: dict[str, object] = {"task": task, "variant": name, **metrics(ranks)}
             for group in sorted(set(groups)):

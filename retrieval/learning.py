@@ -103,8 +103,9 @@ class LearningStep:
         except IndexCorruptError:
             version = None
         previous = read_learned(version) if version is not None and version.is_dir() else None
-        options = replace(options, tuning_queries=choose_tuning(options.tuning_queries, previous))
-        tuning, sha, why = read_tuning(options.tuning_queries, paper_ids)
+        chosen = choose_tuning(options.tuning_queries, previous)
+        options = replace(options, tuning_queries=chosen)
+        tuning, sha, why = read_tuning(chosen, paper_ids)
         inputs = {
             "features": FEATURES_ID,
             "model": embedder.name,

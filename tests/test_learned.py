@@ -294,7 +294,6 @@ def test_build_index_cli_takes_the_tuning_file(
     # the sample is far below the default minimum of training queries: the code defaults, said so
     assert report["learned"]["action"] == "defaults" and "fewer than 100" in report["learned"]["note"]
 
-
     code = main(["build-index", str(corpus), "--index", index, "--model", "fake:64", "--tuning-queries", "None",
                  "--json"])  # fmt: skip
     assert code == 0

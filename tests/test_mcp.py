@@ -346,17 +346,16 @@ def test_the_service_app_serves_mcp_with_the_same_index(fake_searcher: Searcher)
 
         async def go() -> CallToolResult:
             import httpx2
+            from mcp import ClientSession
             from mcp.client.streamable_http import streamable_http_client
 
-            async with httpx2.AsyncClient(headers=headers) as http:
-                async with streamable_http_client(f"{base}/mcp", http_client=http) as (read, write, *_):
-                    from mcp import ClientSession
-
-                    async with ClientSession(read, write) as session:
-                        await session.initialize()
-                        return await session.call_tool(
-                            "search_papers", {"query": "Mamba selective state space", "k": 2}
-                        )
+            async with (
+                httpx2.AsyncClient(headers=headers) as http,
+                streamable_http_client(f"{base}/mcp", http_client=http) as (read, write, *_),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                return await session.call_tool("search_papers", {"query": "Mamba selective state space", "k": 2})
 
         result = anyio.run(go)
         assert check_citations(result).results[0].id == "2312.00752"
