@@ -23,7 +23,7 @@ from retrieval.embedding import Embedder
 from retrieval.errors import IndexCorruptError, IndexMismatchError
 from retrieval.hubness import bullet_centroids, summary_ranks
 from retrieval.learned import LearnOptions
-from retrieval.learning import LearningStep
+from retrieval.learning import BuiltVersion, LearningStep
 from retrieval.lexical import BM25Index, KoreanEnglishTokenizer
 from retrieval.refit import refit_due
 from retrieval.store import (
@@ -312,12 +312,14 @@ def build_index(
                 summary_ranks(title_vectors, centroids),
                 before_manifest=lambda target: step.write(
                     target,
-                    manifest,
-                    corpus.papers,
-                    bullet_vectors,
-                    title_vectors,
-                    title_queries,
-                    (hub_bullets, hub_papers, query_map),
+                    BuiltVersion(
+                        manifest,
+                        corpus.papers,
+                        bullet_vectors,
+                        title_vectors,
+                        title_queries,
+                        (hub_bullets, hub_papers, query_map),
+                    ),
                 ),  # fmt: skip
             )
             final = directory.publish(tmp, name)

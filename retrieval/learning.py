@@ -69,6 +69,20 @@ def read_tuning(path: Path | None, paper_ids: Collection[str]) -> tuple[list[Eva
     return queries, hashlib.sha256(path.read_bytes()).hexdigest(), why
 
 
+@dataclass(frozen=True)
+class BuiltVersion:
+    """What the build computed for the version the models are fitted on: its manifest, papers,
+    bullet and title vectors (passages), every title embedded as a query, and the English
+    corrections (bullet hub scores, paper hub scores, query map)."""
+
+    manifest: Manifest
+    papers: list[Paper]
+    bullet_vectors: np.ndarray
+    title_vectors: np.ndarray
+    title_queries: np.ndarray
+    corrections: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass
 class LearningStep:
     options: LearnOptions
@@ -138,16 +152,7 @@ class LearningStep:
         """Text hashes the cache must keep for this step (the tuning queries)."""
         return {text_hash(q.q) for q in self.tuning}
 
-    def write(
-        self,
-        target: Path,
-        manifest: Manifest,
-        papers: list[Paper],
-        bullet_vectors: np.ndarray,
-        title_vectors: np.ndarray,
-        title_queries: np.ndarray,
-        corrections: tuple[np.ndarray, np.ndarray, np.ndarray],
-    ) -> None:
+    def write(self, target: Path, built: BuiltVersion) -> None:
         """Write `learned.json` into the version directory `target` (its other files are written)."""
         started = time.perf_counter()
         if self.carries:
@@ -155,7 +160,7 @@ class LearningStep:
             models = carried(self.previous, self.changed)
             action = "carried"
         else:
-            models = self._fit(target, manifest, papers, bullet_vectors, title_vectors, title_queries, corrections)
+            models = self._fit(target, built)
             action = "fitted" if models.fitted else "defaults"
         (target / LEARNED_FILE).write_text(models.to_json(), encoding="utf-8")
         self.outcome = {
@@ -165,31 +170,23 @@ class LearningStep:
             "note": models.note,
         }
 
-    def _fit(
-        self,
-        target: Path,
-        manifest: Manifest,
-        papers: list[Paper],
-        bullet_vectors: np.ndarray,
-        title_vectors: np.ndarray,
-        title_queries: np.ndarray,
-        corrections: tuple[np.ndarray, np.ndarray, np.ndarray],
-    ) -> LearnedModels:
+    def _fit(self, target: Path, built: BuiltVersion) -> LearnedModels:
         from retrieval.search import Searcher
         from retrieval.training import fit_learned
 
         chosen = self.options.tuning_queries
         where = {"tuning_queries_path": str(Path(chosen).resolve()) if chosen is not None else NO_TUNING}
         if not self.tuning:  # nothing to fit on: no need for a searcher
-            models = fit_learned(None, title_queries, self.options, self.inputs)
+            models = fit_learned(None, built.title_queries, self.options, self.inputs)
             return replace(models, fitted_on={**models.fitted_on, **where}, note=self.no_tuning)
-        hub_bullets, hub_papers, query_map = corrections
+        hub_bullets, hub_papers, query_map = built.corrections
         sparse, term_map, summary_ranks = read_lexical_parts(target)
+        manifest = built.manifest
         data = IndexData(
             manifest=manifest,
-            papers=papers,
-            bullet_vectors=_flat(bullet_vectors, manifest.dim),
-            title_vectors=_flat(title_vectors, manifest.dim),
+            papers=built.papers,
+            bullet_vectors=_flat(built.bullet_vectors, manifest.dim),
+            title_vectors=_flat(built.title_vectors, manifest.dim),
             bm25_dirs={p.name: p for p in target.iterdir() if p.is_dir() and p.name.startswith("bm25_")},
             path=target,
             hub_bullets=hub_bullets,
@@ -203,7 +200,7 @@ class LearningStep:
         try:
             assert self.tuning_vectors is not None
             models = fit_learned(
-                searcher, title_queries, self.options, self.inputs, self.tuning, list(self.tuning_vectors)
+                searcher, built.title_queries, self.options, self.inputs, self.tuning, list(self.tuning_vectors)
             )
             return replace(models, fitted_on={**models.fitted_on, **where})
         finally:
