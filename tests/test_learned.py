@@ -236,6 +236,9 @@ def test_without_tuning_queries_or_data_the_code_defaults_stay(
                          learning=LearnOptions(tuning_queries=NO_TUNING))  # fmt: skip
     assert report.learned["action"] == "defaults" and "no tuning queries" in report.learned["note"]
     assert load_index(tmp_path / "none").learned.fitted_on["tuning_queries_path"] == NO_TUNING
+    (corpus / "2024/11/05.md").unlink()  # a later plain build (as `watch` runs it) keeps the choice
+    report = build_index(corpus, tmp_path / "none", FakeEmbedder(64), tokenizer=tokenizer)
+    assert "no tuning queries" in report.learned["note"]
     too_few = LearnOptions(tuning_queries=tuning_file)  # the default minimum is far above the sample's 15
     report = build_index(corpus, index, FakeEmbedder(64), tokenizer=tokenizer, learning=too_few)
     assert report.learned["action"] == "defaults" and "fewer than 100" in report.learned["note"]
