@@ -687,12 +687,12 @@ class Searcher:
             leg[self._paper_indexes(hits.paper_ids)] = hits.scores
         return leg
 
-    def _page_rows(self, page: Sequence[int]) -> np.ndarray:
+    def _page_rows(self, page: Sequence[int] | np.ndarray) -> np.ndarray:
         """The bullet rows of these papers."""
         spans = [np.arange(self._offsets[pi], self._offsets[pi + 1]) for pi in page]
         return np.concatenate(spans).astype(np.int64) if spans else np.zeros(0, dtype=np.int64)
 
-    def _bullet_bm25(self, terms: list[str], page: Sequence[int]) -> np.ndarray:
+    def _bullet_bm25(self, terms: list[str], page: Sequence[int] | np.ndarray) -> np.ndarray:
         """BM25 of every bullet of the page's papers (0 elsewhere), for evidence and explain."""
         rows = np.zeros(len(self._row_paper), dtype=np.float32)
         picked = self._page_rows(page)
@@ -700,7 +700,9 @@ class Searcher:
             rows[picked] = self._sparse.scores("bullets", terms, picked)
         return rows
 
-    def _corrected_rows(self, towards: np.ndarray | None, english: float, page: Sequence[int]) -> np.ndarray | None:
+    def _corrected_rows(
+        self, towards: np.ndarray | None, english: float, page: Sequence[int] | np.ndarray
+    ) -> np.ndarray | None:
         """The corrected cosine of every bullet of the page's papers (-inf elsewhere), as the
         best-bullet leg scored them; None when bullets were not searched."""
         if towards is None:

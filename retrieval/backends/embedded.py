@@ -300,7 +300,7 @@ class EmbeddedBackend(Backend):
         rows offsets[i]:offsets[i + 1]); built from arrays, without a Python loop per bullet."""
         backend = cls(None, dim, config)
         fields = [paper_filter_fields(p) for p in papers]
-        counts = np.diff(np.asarray(offsets, dtype=np.int64))
+        counts = np.diff(np.asarray(offsets, dtype=np.int64)).astype(np.int64)
         columns = _Columns(
             paper_ids=[p.arxiv_id for p in papers],
             first=np.array([f[0] for f in fields], dtype="<U10"),

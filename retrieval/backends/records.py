@@ -103,7 +103,7 @@ class SparseDocuments:
         return cls(encoders, matrices)
 
     def check_sizes(self, bullets: int, papers: int, where: Path) -> None:
-        sizes = {"bullets": bullets, "summary": papers, "title": papers}
+        sizes: dict[SparseField, int] = {"bullets": bullets, "summary": papers, "title": papers}
         for kind, size in sizes.items():
             if self.matrices[kind].shape[0] != size:
                 raise IndexCorruptError(
