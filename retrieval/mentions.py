@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from retrieval.names import short_name
+
 
 class NameMentions:
     """Which summaries mention a name as a whole word ("MoSLoRA", "Coffee-Gym", "Motion Master"):
@@ -65,8 +67,7 @@ def _word_char(text: str, at: int) -> bool:
 def title_name(text: str, max_words: int = 3, min_chars: int = 3) -> str | None:
     """The short name a title-shaped query starts with ("MoSLoRA" in "MoSLoRA: ..."): the head
     before its colon when it has at most `max_words` words and `min_chars` letters or digits."""
-    head, colon, tail = text.partition(":")
-    head = head.strip()
-    if not colon or not tail.strip() or not head or len(head.split()) > max_words:
+    head = short_name(text)
+    if head is None or not text.partition(":")[2].strip() or len(head.split()) > max_words:
         return None
     return head if sum(ch.isalnum() for ch in head) >= min_chars else None
