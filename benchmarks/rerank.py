@@ -50,6 +50,7 @@ from retrieval.learned import DEV_QUERIES  # noqa: E402
 from retrieval.rerank import PaperTables, candidate_features  # noqa: E402
 from retrieval.search import ALL_FIELDS, Field_, Searcher  # noqa: E402
 from retrieval.service import open_searcher  # noqa: E402
+from retrieval.training import summary  # noqa: E402  (R@1, R@10, MRR@10 of ranks)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "benchmarks" / "queries"
@@ -325,19 +326,18 @@ def default_ranks(block: Block) -> np.ndarray:
     return np.array([1.0 + h[0] if len(h) else np.inf for h in hits])
 
 
-def metrics(r: np.ndarray) -> tuple[float, float, float]:
-    """(R@1, R@10, MRR@10)."""
-    if not len(r):
-        return 0.0, 0.0, 0.0
-    return float(np.mean(r <= 1)), float(np.mean(r <= 10)), float(np.mean(np.where(r <= 10, 1.0 / r, 0.0)))
+def inner_half_a(count: int) -> np.ndarray:
+    """The seeded half A of `count` fold-0 titles (a mask; half B is the rest): `--inner` fits on
+    A and scores B, so tuning leaves fold 1 alone (benchmarks/title_translation.py scores B too)."""
+    return np.random.default_rng(1).permutation(count) % 2 == 0
 
 
 def fmt(r: np.ndarray) -> str:
-    return " / ".join(f"{v:.3f}" for v in metrics(r))
+    return " / ".join(f"{v:.3f}" for v in summary(r))
 
 
 def by_lang(block: Block, r: np.ndarray) -> str:
-    return " / ".join(f"{metrics(r[block.group == g])[2]:.3f}" for g in ("en", "ko", "mixed"))
+    return " / ".join(f"{summary(r[block.group == g])[2]:.3f}" for g in ("en", "ko", "mixed"))
 
 
 def cross_validated(variant: Variant, title0: Block, dev: Block) -> np.ndarray:
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     t0, t1, dev = blocks["title0"], blocks["title1"], blocks["dev"]
     held_name, held_fold = "title fold 1", 1
     if args.inner:  # the "fold 1" column becomes the held-out half of fold 0; the dev weight halves with it
-        half = np.random.default_rng(1).permutation(len(t0.label)) % 2 == 0
+        half = inner_half_a(len(t0.label))
         t0, t1, held_name, held_fold = t0.subset(half), t0.subset(~half), "fold 0, inner half B", 0
         VARIANTS[:] = [v if v.titles else replace(v, dev_weight=max(1, v.dev_weight // 2)) for v in VARIANTS]
         BY_NAME.update({v.name: v for v in VARIANTS})

@@ -11,7 +11,7 @@ The dense query becomes `title (번역1, 번역2, ...)` with at most `--terms` K
 as `retrieval eval --title-fold` runs it: query map and hub scores fitted on the other fold's
 titles (`title_misses.install_fold`), bullets only, the searcher's fused ranking
 (`Searcher.query_legs`, no re-ranker). Without `--fold`, the scored queries are the seeded half B
-of fold 0 that `benchmarks/rerank.py --inner` scores, so fold 1 stays for the final check.
+of fold 0 that `benchmarks/rerank.py --inner` scores (`rerank.inner_half_a`), so fold 1 stays for the final check.
 Expanded titles are embedded through the index folder's cache (use a copy of a shared index).
 """
 
@@ -26,15 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rerank import fmt, inner_half_a  # noqa: E402
 from title_misses import BULLETS_ONLY, cached_vectors, install_fold, rank_of  # noqa: E402
 
 from retrieval.service import open_searcher  # noqa: E402
-
-
-def metrics(ranks: np.ndarray) -> str:
-    """R@1 / R@10 / MRR@10."""
-    mrr = np.where(ranks <= 10, 1.0 / ranks, 0.0).mean()
-    return f"{np.mean(ranks <= 1):.3f} / {np.mean(ranks <= 10):.3f} / {mrr:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     fold = 0 if args.fold is None else args.fold
     rows, plain = install_fold(searcher, fold)
     if args.fold is None:  # the half B of benchmarks/rerank.py --inner
-        rows = [r for r, a in zip(rows, np.random.default_rng(1).permutation(len(rows)) % 2 == 0, strict=True) if not a]
+        rows = [r for r, a in zip(rows, inner_half_a(len(rows)), strict=True) if not a]
     titles = [p.title.strip() for p in searcher.papers]
     expanded_texts = []
     for title in titles:
@@ -68,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| dense query | {where}, {len(rows)} titles: R@1 / R@10 / MRR@10 | titles ranked differently |")
     print("|---|---|---:|")
     for name, r in ranks.items():
-        print(f"| {name} | {metrics(r)} | {int((r != base).sum())} |")
+        print(f"| {name} | {fmt(r)} | {int((r != base).sum())} |")
     return 0
 
 
