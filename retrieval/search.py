@@ -717,7 +717,7 @@ class Searcher:
         """The default backend: this index's arrays, searched in memory."""
         return EmbeddedBackend.serving(
             self.index.manifest.dim, self.papers, self._bullet_matrix, self._offsets, self._centroids,
-            self._title_matrix, self._hub_bullets, self._hub_papers, self._sparse,
+            self._title_matrix, self._hub_bullets, self._hub_papers, self._sparse, filters=self._filters,
         )  # fmt: skip
 
     def _fuse(self, mode: Mode, dense: list[Leg], lexical: list[Leg]) -> Fusion:

@@ -8,6 +8,7 @@ import pytest
 import retrieval.filtering as filtering
 from retrieval.filtering import FilterColumns
 from retrieval.models import Filters
+from retrieval.search import Searcher
 
 COLUMNS = [
     ("2024-01-02", "2024-01-05", 10, "ada lovelace | alan turing"),
@@ -55,3 +56,13 @@ def test_a_mask_is_computed_once_is_read_only_and_old_ones_are_dropped(monkeypat
     assert columns.mask(author) is first
     columns.mask(Filters(min_votes=1))
     assert computed.count(Filters(min_votes=1)) == 2 and computed.count(author) == 1
+
+
+def test_the_searcher_and_its_embedded_backend_share_one_copy_of_the_columns(fake_searcher: Searcher) -> None:
+    live = fake_searcher.backend._live  # type: ignore[attr-defined]
+    assert live is not None
+    ours = fake_searcher._filters
+    columns = live.columns
+    assert columns.first is ours.first and columns.votes is ours.votes and columns.authors is ours.authors
+    authored = Filters(author=next(p.authors[0] for p in fake_searcher.papers if p.authors))
+    assert columns.paper_mask(authored).tolist() == ours.mask(authored).tolist()  # the same rule

@@ -46,7 +46,7 @@ from retrieval.backends.records import SparseDocuments
 from retrieval.backends.sparse import rows_to_csr
 from retrieval.corpus import Paper
 from retrieval.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, UsageError
-from retrieval.filtering import FilterColumns, paper_filter_fields
+from retrieval.filtering import FilterColumns
 from retrieval.models import Filters
 
 __all__ = ["DenseIndexConfig", "EmbeddedBackend", "IndexType"]  # config re-exported from dense
@@ -295,18 +295,20 @@ class EmbeddedBackend(Backend):
         sparse: SparseDocuments,
         config: DenseIndexConfig | None = None,
         name: str = "index",
+        filters: FilterColumns | None = None,
     ) -> EmbeddedBackend:
         """An in-memory backend whose live version holds an index's arrays (paper i owns bullet
-        rows offsets[i]:offsets[i + 1]); built from arrays, without a Python loop per bullet."""
+        rows offsets[i]:offsets[i + 1]); built from arrays, without a Python loop per bullet.
+        `filters`: the papers' filter columns when the caller has them (shared, not copied)."""
         backend = cls(None, dim, config)
-        fields = [paper_filter_fields(p) for p in papers]
+        filters = filters if filters is not None else FilterColumns.of_papers(papers)
         counts = np.diff(np.asarray(offsets, dtype=np.int64)).astype(np.int64)
         columns = _Columns(
             paper_ids=[p.arxiv_id for p in papers],
-            first=np.array([f[0] for f in fields], dtype="<U10"),
-            last=np.array([f[1] for f in fields], dtype="<U10"),
-            votes=np.array([f[2] for f in fields], dtype=np.int64),
-            authors=[f[3] for f in fields],
+            first=filters.first,
+            last=filters.last,
+            votes=filters.votes,
+            authors=filters.authors,
             bullet_paper=np.repeat(np.arange(len(papers), dtype=np.int64), counts),
             bullet_position=(np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(offsets[:-1], counts)).astype(
                 np.int32
